@@ -1,0 +1,97 @@
+"""YAML configuration with ``--section.key=value`` command-line overrides.
+
+W&B sweep agents pass parameters exactly that way, so every value of every config is
+overridable from the command line. Unknown keys are errors (a typo must never be ignored).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from pipeline.utils.io import atomic_write_text
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used as given."""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; see configs/ for the shipped ones")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def parse_overrides(args: Iterable[str]) -> list[tuple[list[str], Any]]:
+    """``["--train.lr=0.1", "--search.strategy", "random"]`` -> [(["train","lr"], 0.1), ...].
+
+    Values are read as YAML scalars/lists, so ``true``, ``1e-3``, ``[1, 2]`` and ``null`` work.
+    """
+    args = list(args)
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --section.key=value")
+        key, sep, raw = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"override --{key} has no value; write --{key}=VALUE")
+            raw = args[i + 1]
+            i += 1
+        out.append((key.split("."), _parse_value(raw)))
+        i += 1
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalar/list, except that ``1e-3`` (a string to YAML 1.1) is a float, as users mean."""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Return a copy of ``cfg`` with overrides applied; only existing keys may be set."""
+    cfg = copy.deepcopy(cfg)
+    for path, value in overrides:
+        node = cfg
+        for depth, key in enumerate(path):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(path[:depth]) or "the top level"
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"unknown config key --{'.'.join(path)}: {key!r} is not in {where}; "
+                                  f"valid keys there: {valid}")
+            if depth == len(path) - 1:
+                node[key] = value
+            else:
+                node = node[key]
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Load a YAML config and apply ``--section.key=value`` overrides."""
+    return apply_overrides(load_yaml(path), parse_overrides(overrides))
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> Path:
+    """Save the resolved config beside a run's outputs (atomically)."""
+    return atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,79 @@
+"""Ground-truth files: architectures with measured accuracy, for judging proxies.
+
+Two formats are read:
+
+* the OoD-ViT-NAS dev benchmark (one JSON object keyed by id, each entry with ``net_setting``,
+  ``performance.Imagenet.clean``, ``params`` and ``flops``), AutoFormer's encoding of the
+  AutoFormer-T space;
+* our generic JSON-lines format, one architecture per line::
+
+      {"arch": {...ArchSpec fields...}, "space": "autoformer_tiny", "metrics": {"top1": 75.3}}
+
+  ``arch`` holds every :class:`ArchSpec` field (head_dim, rel_pos, num_classes, img_size, ...),
+  so any space, including user-defined ones, can be expressed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.space import ArchSpec, SearchSpace, SpecError
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    spec: ArchSpec
+    metrics: dict[str, float] = field(default_factory=dict)
+    reported: dict[str, float] = field(default_factory=dict)  # e.g. params/FLOPs as published
+
+
+def _from_net_setting(key: str, item: dict[str, Any], space: SearchSpace) -> Entry:
+    ns = item["net_setting"]
+    embeds = set(ns["embed_dim"]) if isinstance(ns["embed_dim"], list) else {ns["embed_dim"]}
+    if len(embeds) != 1:
+        raise SpecError(f"entry {key}: AutoFormer shares one embed dim across layers, got {sorted(embeds)}")
+    depth = int(ns["layer_num"])
+    spec = space.make_spec(embeds.pop(), [depth], ns["num_heads"][:depth], ns["mlp_ratio"][:depth])
+    perf = item.get("performance", {}).get("Imagenet", {})
+    metrics = {"top1": float(perf["clean"])} if "clean" in perf else {}
+    reported = {k: float(item[k]) for k in ("params", "flops") if k in item}
+    return Entry(key, spec, metrics, reported)
+
+
+def load_ground_truth(path: str | Path, space: Optional[str] = None) -> list[Entry]:
+    """Read a ground-truth file in either supported format (chosen by content)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"ground-truth file {path} does not exist")
+    text = path.read_text()
+    stripped = text.lstrip()
+    entries: list[Entry] = []
+    if stripped.startswith("{") and "\n{" not in stripped.strip():
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{path} is neither a benchmark JSON object nor JSON lines: {e}") from e
+        if isinstance(data, dict) and "arch" not in data:
+            sp = SearchSpace.load(space or "autoformer_tiny")
+            for key, item in data.items():
+                if "net_setting" not in item:
+                    raise SpecError(f"{path}: entry {key!r} has no 'net_setting'; expected the "
+                                    "OoD-ViT-NAS benchmark format or JSON lines with 'arch'")
+                entries.append(_from_net_setting(str(key), item, sp))
+            return entries
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            spec = ArchSpec.from_dict(row["arch"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SpecError(f"{path}:{n}: expected {{\"arch\": {{...}}, \"metrics\": {{...}}}}: {e}") from e
+        if row.get("space"):
+            SearchSpace.load(row["space"]).validate(spec)
+        entries.append(Entry(str(row.get("id", n)), spec, {k: float(v) for k, v in row.get("metrics", {}).items()},
+                             {k: float(v) for k, v in row.get("reported", {}).items()}))
+    return entries

@@ -1,0 +1,84 @@
+"""Exact parameter counts and FLOPs from a spec, without building the network.
+
+Search evaluates limits on thousands of candidates, so these are closed-form. Tests hold them
+equal to ``sum(p.numel())`` of the built model and to ``torch.utils.flop_counter``.
+
+FLOPs convention: **multiply-adds (MACs)** of every matrix multiply and convolution for one
+image: patch embedding, qkv/proj/MLP linears, attention scores and weighted sums, relative
+position terms, token pooling and the classifier (class token only). Norms, softmax,
+activations and bias additions are not counted (well under 1%). This is the convention of
+AutoFormer, DeiT and fvcore ("1.3 GFLOPs" for DeiT-Ti); ``torch.utils.flop_counter`` reports
+exactly twice these numbers.
+"""
+from __future__ import annotations
+
+from math import gcd
+
+from pipeline.space.spec import ArchSpec
+
+
+def _block(width: int, heads: int, head_dim: int, mlp_ratio: float, tokens: int, rel_pos: bool,
+           rel_rows: int) -> tuple[int, int]:
+    """(params, MACs) of one pre-norm transformer block."""
+    inner = heads * head_dim
+    hidden = int(width * mlp_ratio)
+    params = (2 * width                                # norm1
+              + width * 3 * inner + 3 * inner          # qkv
+              + inner * width + width                  # proj
+              + 2 * width                              # norm2
+              + width * hidden + hidden                # fc1
+              + hidden * width + width)                # fc2
+    macs = tokens * (width * 3 * inner + inner * width + 2 * width * hidden)
+    attn_terms = 4 if rel_pos else 2                   # qk, av (+ q.rel_k, attn.rel_v)
+    macs += attn_terms * tokens * tokens * inner
+    if rel_pos:
+        params += 2 * 2 * rel_rows * head_dim           # vertical + horizontal tables for k and v
+    return params, macs
+
+
+def complexity(spec: ArchSpec) -> tuple[int, int]:
+    """(parameter count, multiply-adds) of the network ``spec`` describes."""
+    classes = spec.num_classes
+    grid = spec.grid_size
+    patch_in = spec.in_chans * spec.patch_size ** 2
+    if spec.family == "vit":
+        E = spec.embed_dim
+        tokens = 1 + grid * grid
+        params = patch_in * E + E + E + tokens * E      # patch conv, cls token, pos embed
+        macs = grid * grid * patch_in * E
+        for i in range(spec.depth):
+            p, m = _block(E, spec.num_heads[i], spec.layer_head_dim(i), spec.mlp_ratio[i], tokens,
+                          spec.rel_pos, 2 * spec.rel_pos_max + 2)
+            params += p
+            macs += m
+        width = E
+    else:
+        starts = [sum(spec.stage_depths[:s]) for s in range(len(spec.stage_depths))]
+        widths = [spec.layer_width(i) for i in starts]
+        params = patch_in * widths[0] + widths[0] + widths[0] * grid * grid + widths[0]
+        macs = grid * grid * patch_in * widths[0]
+        for s, start in enumerate(starts):
+            for i in range(start, start + spec.stage_depths[s]):
+                p, m = _block(widths[s], spec.num_heads[i], spec.embed_dim, spec.mlp_ratio[i],
+                              1 + grid * grid, False, 0)
+                params += p
+                macs += m
+            if s + 1 < len(starts):
+                w_in, w_out = widths[s], widths[s + 1]
+                k = 3  # kernel = stride + 1 with stride 2
+                params += w_out * (w_in // gcd(w_in, w_out)) * k * k + w_out + w_in * w_out + w_out
+                grid = (grid + 2 * 1 - k) // 2 + 1
+                macs += grid * grid * w_out * (w_in // gcd(w_in, w_out)) * k * k + w_in * w_out
+        width = widths[-1]
+    params += 2 * width + width * classes + classes     # final norm, head
+    macs += width * classes
+    return params, macs
+
+
+def count_params(spec: ArchSpec) -> int:
+    return complexity(spec)[0]
+
+
+def count_flops(spec: ArchSpec) -> int:
+    """Multiply-adds for one image (see the module docstring)."""
+    return complexity(spec)[1]

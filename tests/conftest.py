@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARK = Path(os.environ.get("PIPELINE_BENCHMARK",
+                                REPO.parent / "shared" / "benchmarks" / "autoformer_tiny_ood_vit_nas.json"))
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def benchmark_path() -> Path:
+    if not BENCHMARK.is_file():
+        pytest.skip(f"dev benchmark not found at {BENCHMARK} (set PIPELINE_BENCHMARK)")
+    return BENCHMARK
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600):
+    """Run ``python -m pipeline ARGS`` in a subprocess, as a user would."""
+    import subprocess
+
+    full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

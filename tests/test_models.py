@@ -1,0 +1,110 @@
+import random
+import time
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.groundtruth import load_ground_truth
+from pipeline.models import build_model, count_flops, count_params
+from pipeline.space import SearchSpace, available_spaces
+
+
+def _small_input(spec, batch=2):
+    return torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size)
+
+
+@pytest.mark.parametrize("name", ["autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny", "demo"])
+def test_forward_every_preset_and_exact_params(name):
+    space = SearchSpace.load(name)
+    spec = space.extreme_spec(largest=False)
+    model = build_model(spec, seed=0).eval()
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+    with torch.no_grad():
+        out = model(_small_input(spec, 1))
+    assert out.shape == (1, spec.num_classes)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["autoformer_tiny", "pit_tiny", "demo"])
+def test_params_exact_on_random_specs(name):
+    space = SearchSpace.load(name)
+    rng = random.Random(3)
+    for _ in range(5):
+        spec = space.sample(rng)
+        model = build_model(spec)
+        assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+
+
+def test_params_reproduce_all_1001_benchmark_architectures(benchmark_path):
+    entries = load_ground_truth(benchmark_path)
+    assert len(entries) == 1001
+    worst = max(abs(count_params(e.spec) / 1e6 - e.reported["params"]) / e.reported["params"] for e in entries)
+    assert worst < 1e-6
+
+
+@pytest.mark.parametrize("name", ["autoformer_tiny", "pit_tiny", "demo"])
+def test_flops_match_torch_flop_counter(name):
+    # flop_counter counts 2 FLOPs per multiply-add; it does not see inside CPU fused attention,
+    # so attention is run unfused here.
+    space = SearchSpace.load(name)
+    rng = random.Random(0)
+    for _ in range(2):
+        spec = space.sample(rng)
+        model = build_model(spec).eval()
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(_small_input(spec, 1))
+        assert counter.get_total_flops() == 2 * count_flops(spec)
+
+
+def test_intermediates_and_features():
+    for name in ("demo", "pit_tiny"):
+        spec = SearchSpace.load(name).extreme_spec(False)
+        model = build_model(spec).eval()
+        x = _small_input(spec, 2)
+        maps = model.forward_intermediates(x, [0, -1])
+        assert len(maps) == 2 and all(m.dim() == 4 and m.shape[0] == 2 for m in maps)
+        feats = model.forward_features(x)
+        assert feats.shape[0] == 2
+
+
+def test_vit_intermediates_shapes_and_other_resolution():
+    spec = SearchSpace.load("demo").extreme_spec(True)
+    model = build_model(spec).eval()
+    maps = model.forward_intermediates(torch.randn(1, 3, 48, 64), [1, 3, 5])
+    assert [tuple(m.shape) for m in maps] == [(1, spec.embed_dim, 12, 16)] * 3
+
+
+def test_relative_position_changes_output_and_uses_tables():
+    spec = SearchSpace.load("autoformer_tiny").extreme_spec(False)
+    model = build_model(spec, seed=0).eval()
+    x = _small_input(spec, 1)
+    with torch.no_grad():
+        a = model(x)
+        for blk in model.blocks:
+            blk.attn.rel_k.table_v.zero_()
+        b = model(x)
+    assert not torch.allclose(a, b)
+    attn = model.blocks[0].attn
+    assert attn.qkv.out_features == 3 * 64 * spec.num_heads[0]
+    assert attn.rel_k.table_v.shape == (2 * 14 + 2, 64)
+
+
+def test_seeded_build_is_reproducible():
+    spec = SearchSpace.load("demo").extreme_spec(True)
+    a, b = build_model(spec, seed=1), build_model(spec, seed=1)
+    c = build_model(spec, seed=2)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_autoformer_base_builds_fast():
+    spec = SearchSpace.load("autoformer_base").extreme_spec(True)
+    build_model(spec)
+    start = time.perf_counter()
+    build_model(spec)
+    # generous bound for a loaded 2-core CI machine; typical is ~0.3 s
+    assert time.perf_counter() - start < 3.0
