@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, Optional[str]]] = {
     # name: (help, "module:function" implementing it, or None while not built yet)
     "search": ("score candidate ViTs at initialisation (ViNTK) and write the chosen architecture", None),
     "train": ("retrain a chosen architecture (--task cls or --task seg)", None),
-    "correlate": ("rank architectures with training-free proxies against a ground-truth file", None),
+    "correlate": ("rank architectures with training-free proxies against a ground-truth file", "pipeline.correlate:main"),
     "run": ("search, then retrain for classification and segmentation, in one command", None),
 }
 

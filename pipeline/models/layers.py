@@ -10,27 +10,34 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, use_fused_attn
+from timm.layers import DropPath, Mlp, resample_abs_pos_embed, use_fused_attn
 from torch import nn
 
 
 class RelativePosition2D(nn.Module):
-    """Learned 2-D relative position embeddings (AutoFormer / iRPE style).
+    """Learned 2-D relative position embeddings (AutoFormer / iRPE style) for keys or values.
 
     Separate vertical and horizontal tables of ``2 * max_distance + 2`` rows: row 0 serves
-    every pair involving the class token, rows 1.. the clipped distances -max..+max.
-    Returns an ``(N, N, dim)`` tensor for a ``grid`` of patches plus one class token.
+    every pair involving the class token, rows 1.. the clipped distances -max..+max. The
+    module applies its ``(N, N, dim)`` embedding itself, so its input and output carry the batch
+    (per-sample gradients, as the NTK engine needs, then come from the module's own forward):
+
+    * ``role="key"``: input queries ``(B, h, N, dim)`` -> extra attention scores ``(B, h, N, N)``;
+    * ``role="value"``: input attention ``(B, h, N, N)`` -> extra outputs ``(B, h, N, dim)``.
     """
 
-    def __init__(self, dim: int, max_distance: int = 14) -> None:
+    def __init__(self, dim: int, max_distance: int = 14, role: str = "key") -> None:
         super().__init__()
+        if role not in ("key", "value"):
+            raise ValueError(f"role must be 'key' or 'value', got {role!r}")
+        self.role = role
         self.max_distance = max_distance
         self.table_v = nn.Parameter(torch.zeros(2 * max_distance + 2, dim))
         self.table_h = nn.Parameter(torch.zeros(2 * max_distance + 2, dim))
         self._index_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _indices(self, grid: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (grid, str(device))
+        key = (tuple(grid), str(device))
         if key not in self._index_cache:
             h, w = grid
             rows = torch.arange(h, device=device).repeat_interleave(w)
@@ -41,9 +48,15 @@ class RelativePosition2D(nn.Module):
             self._index_cache[key] = (F.pad(dv, (1, 0, 1, 0)), F.pad(dh, (1, 0, 1, 0)))
         return self._index_cache[key]
 
-    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+    def embeddings(self, grid: tuple[int, int]) -> torch.Tensor:
         iv, ih = self._indices(grid, self.table_v.device)
         return self.table_v[iv] + self.table_h[ih]
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        r = self.embeddings(grid)
+        if self.role == "key":
+            return torch.einsum("bhnd,nmd->bhnm", x, r)
+        return torch.einsum("bhnm,nmd->bhnd", x, r)
 
 
 class Attention(nn.Module):
@@ -68,8 +81,8 @@ class Attention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_k = RelativePosition2D(self.head_dim, rel_pos_max) if rel_pos_max else None
-        self.rel_v = RelativePosition2D(self.head_dim, rel_pos_max) if rel_pos_max else None
+        self.rel_k = RelativePosition2D(self.head_dim, rel_pos_max, "key") if rel_pos_max else None
+        self.rel_v = RelativePosition2D(self.head_dim, rel_pos_max, "value") if rel_pos_max else None
         # Fused SDPA is faster but cannot add relative positions; proxies may switch it off
         # (forward-mode autodiff does not support it).
         self.fused_attn = use_fused_attn() and rel_pos_max is None
@@ -82,11 +95,11 @@ class Attention(nn.Module):
         else:
             attn = q @ k.transpose(-2, -1)
             if self.rel_k is not None:
-                attn = attn + torch.einsum("bhnd,nmd->bhnm", q, self.rel_k(_grid(grid, N)))
+                attn = attn + self.rel_k(q, _grid(grid, N))
             attn = self.attn_drop((attn * self.scale).softmax(dim=-1))
             x = attn @ v
             if self.rel_v is not None:
-                x = x + torch.einsum("bhnm,nmd->bhnd", attn, self.rel_v(_grid(grid, N)))
+                x = x + self.rel_v(attn, _grid(grid, N))
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)
         return self.proj_drop(self.proj(x))
 
@@ -153,6 +166,52 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, RelativePosition2D):
         trunc_normal_(module.table_v, std=0.02)
         trunc_normal_(module.table_h, std=0.02)
+    elif isinstance(module, ClassToken):
+        trunc_normal_(module.cls_token, std=0.02)
+    elif isinstance(module, (TokenPosition, GridPosition)):
+        trunc_normal_(module.pos_embed, std=0.02)
+
+
+class ClassToken(nn.Module):
+    """Prepend a learned class token to a token sequence (B, N, C) -> (B, 1 + N, C)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class TokenPosition(nn.Module):
+    """Learned absolute positions for (prefix tokens + a patch grid), resampled for other grids."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], prefix_tokens: int = 1) -> None:
+        super().__init__()
+        self.grid = tuple(grid)
+        self.prefix_tokens = prefix_tokens
+        self.pos_embed = nn.Parameter(torch.zeros(1, prefix_tokens + grid[0] * grid[1], dim))
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        pos = self.pos_embed
+        if tuple(grid) != self.grid:
+            pos = resample_abs_pos_embed(pos, new_size=list(grid), old_size=list(self.grid),
+                                         num_prefix_tokens=self.prefix_tokens)
+        return x + pos
+
+
+class GridPosition(nn.Module):
+    """Learned absolute positions on a (B, C, H, W) map, interpolated for other sizes (PiT)."""
+
+    def __init__(self, dim: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, dim, grid[0], grid[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.pos_embed
+        if x.shape[-2:] != pos.shape[-2:]:
+            pos = F.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
+        return x + pos
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pipeline.models.layers import Block, drop_path_rates, init_weights, trunc_normal_
+from pipeline.models.layers import Block, ClassToken, GridPosition, drop_path_rates, init_weights
 
 
 class TokenPooling(nn.Module):
@@ -50,8 +50,8 @@ class PoolingTransformer(nn.Module):
         self.patch_embed = nn.Conv2d(in_chans, widths[0], kernel_size=patch_size, stride=patch_stride)
         grid = (img_size - patch_size) // patch_stride + 1
         self.grid_size = (grid, grid)
-        self.pos_embed = nn.Parameter(torch.zeros(1, widths[0], grid, grid))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, widths[0]))
+        self.pos_embed = GridPosition(widths[0], self.grid_size)
+        self.cls_token = ClassToken(widths[0])
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, sum(stage_depths))
         self.stages = nn.ModuleList()
@@ -69,8 +69,6 @@ class PoolingTransformer(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_weights)
 
     @property
@@ -78,16 +76,13 @@ class PoolingTransformer(nn.Module):
         return [b for stage in self.stages for b in stage]
 
     def _run(self, x: torch.Tensor, keep: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        x = self.patch_embed(x)
-        pos = self.pos_embed
-        if x.shape[-2:] != pos.shape[-2:]:
-            pos = nn.functional.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
-        x = self.pos_drop(x + pos)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = self.pos_drop(self.pos_embed(self.patch_embed(x)))
+        cls = None
         maps, i = {}, 0
         for s, stage in enumerate(self.stages):
             B, C, H, W = x.shape
-            t = torch.cat([cls, x.flatten(2).transpose(1, 2)], dim=1)
+            tokens = x.flatten(2).transpose(1, 2)
+            t = self.cls_token(tokens) if cls is None else torch.cat([cls, tokens], dim=1)
             for blk in stage:
                 t = blk(t, (H, W))
                 if i in keep:

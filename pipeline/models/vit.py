@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.layers import PatchEmbed
 from torch import nn
 
-from pipeline.models.layers import Block, drop_path_rates, init_weights, trunc_normal_
+from pipeline.models.layers import Block, ClassToken, TokenPosition, drop_path_rates, init_weights
 
 
 class VisionTransformer(nn.Module):
@@ -43,8 +43,8 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False,
                                       output_fmt="NHWC")
         self.grid_size = self.patch_embed.grid_size
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim))
+        self.cls_token = ClassToken(embed_dim)
+        self.pos_embed = TokenPosition(embed_dim, self.grid_size, prefix_tokens=1)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, len(num_heads))
         self.blocks = nn.ModuleList([
@@ -57,19 +57,13 @@ class VisionTransformer(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_weights)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.patch_embed(x)  # B, H, W, C
         grid = (x.shape[1], x.shape[2])
-        pos = self.pos_embed
-        if grid != tuple(self.grid_size):
-            pos = resample_abs_pos_embed(pos, new_size=list(grid), old_size=list(self.grid_size),
-                                         num_prefix_tokens=1)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1)
-        return self.pos_drop(x + pos), grid
+        x = self.pos_embed(self.cls_token(x.flatten(1, 2)), grid)
+        return self.pos_drop(x), grid
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised tokens (B, 1 + H*W, C), class token first."""

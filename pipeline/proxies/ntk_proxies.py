@@ -1,0 +1,141 @@
+"""NTK-based proxies: TE-NAS condition number, trace, Frobenius norm, LGA and ViNTK.
+
+All of them score the network of a spec at a seeded initialisation through
+:func:`pipeline.proxies.ntk.empirical_ntk`. A tiny cache lets several NTK proxies asked about
+the same (spec, probe batch, settings) share one kernel, as ``correlate`` does.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.models import build_model
+from pipeline.proxies.fourier import make_view
+from pipeline.proxies.ntk import disable_fused_attention, empirical_ntk
+from pipeline.proxies.registry import InvalidScore, register
+from pipeline.proxies.spectrum import condition_number, eigenvalues, statistic
+from pipeline.space.spec import ArchSpec
+
+_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def _fingerprint(t: torch.Tensor) -> tuple:
+    t = t.detach().double()
+    return tuple(t.shape), float(t.sum()), float((t * t).sum()), float(t.flatten()[:: max(1, t.numel() // 97)].sum())
+
+
+def kernel(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device,
+           views: Sequence[str] = ("identity",), reduction: str = "sum", params: str = "all",
+           train_mode: bool = False, train_steps: int = 0, train_lr: float = 1e-3) -> torch.Tensor:
+    """The NTK over the probe images stacked under each view: (V*N) x (V*N), float64."""
+    key = (spec, tuple(views), reduction, params, train_mode, train_steps, train_lr, seed, str(device),
+           _fingerprint(images), _fingerprint(labels))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    model = disable_fused_attention(build_model(spec, seed=seed)).to(device)
+    if train_steps:
+        _minimal_training(model, images, labels, train_steps, train_lr)
+    stacked = torch.cat([make_view(images, v, seed) for v in views])
+    stacked_labels = labels.repeat(len(views))
+    theta = empirical_ntk(model, stacked, stacked_labels, reduction=reduction, params=params,
+                          train_mode=train_mode, seed=seed)
+    _CACHE[key] = theta
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return theta
+
+
+def _minimal_training(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
+                      lr: float) -> None:
+    """A few optimizer steps on the probe batch (Mok et al.: a little training informs the NTK)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels % model.num_classes).backward()
+        opt.step()
+    model.eval()
+
+
+# ---------------------------------------------------------------- TE-NAS NTK statistics
+_NTK_DEFAULTS = dict(reduction="sum", params="all", train_mode=False)
+
+
+@register("ntk_cond", higher_is_better=False, description="NTK condition number (TE-NAS)", **_NTK_DEFAULTS)
+def ntk_cond(spec, images, labels, *, seed, device, **opts) -> float:
+    return condition_number(eigenvalues(kernel(spec, images, labels, seed=seed, device=device, **opts)))
+
+
+@register("ntk_trace", higher_is_better=True, description="NTK trace", **_NTK_DEFAULTS)
+def ntk_trace(spec, images, labels, *, seed, device, **opts) -> float:
+    return float(torch.trace(kernel(spec, images, labels, seed=seed, device=device, **opts)))
+
+
+@register("ntk_fro", higher_is_better=True, description="NTK Frobenius norm", **_NTK_DEFAULTS)
+def ntk_fro(spec, images, labels, *, seed, device, **opts) -> float:
+    return float(torch.linalg.matrix_norm(kernel(spec, images, labels, seed=seed, device=device, **opts)))
+
+
+# -------------------------------------------------------------------------------- LGA
+def label_gradient_alignment(theta: torch.Tensor, labels: torch.Tensor) -> float:
+    """LGA (Mok et al., CVPR 2022): centred kernel-label alignment.
+
+    L_ij = +1 if y_i == y_j else -1; subtract each matrix's scalar mean;
+    LGA = <Theta~, L~>_F / (||Theta~||_F ||L~||_F).
+    """
+    theta = theta.double()
+    same = labels[:, None] == labels[None, :]
+    target = same.double() * 2 - 1
+    t, l = theta - theta.mean(), target.to(theta.device) - target.mean()
+    denom = torch.linalg.matrix_norm(t) * torch.linalg.matrix_norm(l)
+    if not torch.isfinite(denom) or denom == 0:
+        raise InvalidScore("LGA undefined: constant kernel or a single label")
+    return float((t * l).sum() / denom)
+
+
+@register("lga", higher_is_better=True, description="label-gradient alignment (Mok et al., CVPR 2022)",
+          train_steps=0, train_lr=1e-3, **_NTK_DEFAULTS)
+def lga(spec, images, labels, *, seed, device, **opts) -> float:
+    return label_gradient_alignment(kernel(spec, images, labels, seed=seed, device=device, **opts), labels)
+
+
+# ------------------------------------------------------------------------------ ViNTK
+def vintk_score(theta: torch.Tensor, n_views: int, statistic_name: str = "cond", combine: str = "stacked",
+                weights: Optional[Sequence[float]] = None) -> float:
+    """ViNTK statistic of a kernel over ``n_views`` stacked views of the same N images.
+
+    combine:
+        ``stacked``   statistic of the whole (V*N)^2 kernel, cross-view terms included;
+        ``sum``       statistic of sum_v w_v Theta_vv (a weighted sum of per-view kernels);
+        ``mean``      sum_v w_v statistic(Theta_vv) (per-view statistics combined).
+    The result is oriented: larger means the network is predicted to be better.
+    """
+    n = theta.shape[0] // n_views
+    w = list(weights) if weights is not None else [1.0] * n_views
+    if len(w) != n_views:
+        raise ValueError(f"{len(w)} weights for {n_views} views")
+    blocks = [theta[v * n:(v + 1) * n, v * n:(v + 1) * n] for v in range(n_views)]
+    if combine == "stacked":
+        return statistic(eigenvalues(theta), statistic_name)
+    if combine == "sum":
+        return statistic(eigenvalues(sum(wi * b for wi, b in zip(w, blocks))), statistic_name)
+    if combine == "mean":
+        return sum(wi * statistic(eigenvalues(b), statistic_name) for wi, b in zip(w, blocks)) / sum(w)
+    raise ValueError(f"unknown combine {combine!r}; use stacked, sum or mean")
+
+
+VINTK_DEFAULTS = dict(views=["identity", "band2of3"], statistic="cond", combine="stacked", weights=None,
+                      **_NTK_DEFAULTS)
+
+
+@register("vintk", higher_is_better=True,
+          description="ViNTK: NTK over Fourier views of the probe (oriented statistic)", **VINTK_DEFAULTS)
+def vintk(spec, images, labels, *, seed, device, views, statistic, combine, weights, **opts) -> float:
+    theta = kernel(spec, images, labels, seed=seed, device=device, views=views, **opts)
+    return vintk_score(theta, len(views), statistic, combine, weights)
