@@ -46,6 +46,7 @@ BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m
 ERROR_PREFIX = "error: "
 # Settings whose change makes earlier scores incomparable (checked before resuming).
 SCORING_KEYS = ("metric", "space", "probe", "model_seed")
+ABORT_AFTER = 3  # a proxy that raises on its first this-many architectures stops the run
 
 USAGE = """\
 usage: python -m pipeline correlate [--config FILE] [--KEY=VALUE | --SECTION.KEY=VALUE ...]
@@ -195,6 +196,7 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     seed = _int("seed", cfg.get("seed", 0))
     cfg["bands"] = _int("bands", cfg.get("bands"), 1)
     cfg["model_seed"] = _int("model_seed", cfg.get("model_seed", 0))
+    cfg["threads"] = _int("threads", cfg.get("threads"), 1, allow_none=True)
     frac = cfg.get("top_fraction")
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
         raise UserError(f"top_fraction must be a number in (0, 1], got {frac!r}")
@@ -233,7 +235,8 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     seen: set[str] = set()
     for e in entries:
         if e.key in seen:
-            raise UserError(f"ground-truth file {gt_path} has two architectures with key {e.key!r}; keys must be unique")
+            raise UserError(f"ground-truth file {gt_path} has two architectures with key {e.key!r}; "
+                            "keys must be unique")
         seen.add(e.key)
     usable = [e for e in entries if metric in e.metrics and math.isfinite(e.metrics[metric])]
     order = list(range(len(usable)))
@@ -366,7 +369,8 @@ def check_resume(plan: Plan, rows: dict[tuple[str, str], Row]) -> None:
     if Path(str(prev.get("ground_truth", ""))).name != plan.gt_path.name:
         diffs.append(f"ground_truth: {prev.get('ground_truth')!r} -> {str(plan.gt_path)!r}")
     prev_opts = prev.get("proxy_options") or {}
-    for proxy in sorted({p for _, p in rows}):
+    scored = {p for (_, p), r in rows.items() if not r.reason.startswith(ERROR_PREFIX)}
+    for proxy in sorted(scored):  # options only matter for proxies with real scores
         old, new = prev_opts.get(proxy) or {}, (cfg.get("proxy_options") or {}).get(proxy) or {}
         if old != new:
             diffs.append(f"proxy_options.{proxy}: {old!r} -> {new!r}")
@@ -400,6 +404,7 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
     probe = plan.cfg["probe"]
     writer = ScoreWriter(plan.out_dir / SCORES_NAME, plan.columns)
     errors: dict[str, int] = {}
+    successes: dict[str, int] = {}
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     try:
@@ -422,11 +427,18 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
                             console.print(f"[yellow]warning:[/] proxy {proxy} failed on {entry.key}: "
                                           f"{type(e).__name__}: {e} (recorded as invalid; "
                                           "--retry_errors=true recomputes such rows)")
+                    else:
+                        successes[proxy] = successes.get(proxy, 0) + 1
                     row = Row(entry.key, proxy, value, valid, reason, seconds, params / 1e6, macs / 1e6,
                               entry.metrics[plan.metric])
                     writer.write(row)
                     rows[(entry.key, proxy)] = row
                     progress.advance(task)
+                    if errors.get(proxy, 0) >= ABORT_AFTER and not successes.get(proxy):
+                        raise UserError(f"proxy {proxy} raised on each of its first {ABORT_AFTER} architectures "
+                                        f"(last: {reason[len(ERROR_PREFIX):]}); a wrong proxy_options.{proxy} or a "
+                                        "bug, not a property of the architectures. Fix it and rerun with "
+                                        "--retry_errors=true to recompute the failed pairs")
     finally:
         writer.close()
     for proxy, n in errors.items():
@@ -496,10 +508,11 @@ def write_summary(plan: Plan, summary: list[dict[str, Any]]) -> None:
 
     n = len(plan.entries)
     md = [f"# Proxy correlation: {plan.gt_path.name}, metric `{plan.metric}`, {n} architectures", "",
-          f"Kendall tau-b and Spearman rho over valid scores; band tau = size-weighted mean tau within "
-          f"{plan.cfg['bands']} equal-count parameter bands; {_top_label(plan.cfg['top_fraction'])} = share of "
-          f"the true top {100 * plan.cfg['top_fraction']:g}% that the proxy also ranks in its top "
-          f"{100 * plan.cfg['top_fraction']:g}%. Probe: {plan.cfg['probe']}.", "",
+          (f"Kendall tau-b and Spearman rho over valid scores (proxy oriented so that larger = better); "
+           f"band tau = size-weighted mean tau within {plan.cfg['bands']} equal-count parameter bands; "
+           f"{_top_label(plan.cfg['top_fraction'])} = share of the true top {100 * plan.cfg['top_fraction']:g}% "
+           f"that the proxy also ranks in its top {100 * plan.cfg['top_fraction']:g}%. "
+           f"Probe: {plan.cfg['probe']}; model seed {plan.cfg['model_seed']}."), "",
           "| " + " | ".join(name for _, name in cols) + " |",
           "|" + "|".join("---" if k in ("proxy", "direction") else "---:" for k, _ in cols) + "|"]
     for s in summary:
@@ -537,10 +550,10 @@ def write_plots(plan: Plan, summary: list[dict[str, Any]]) -> list[Path]:
             ax.set_xscale("log")
         ax.set_xlabel(f"{s['proxy']} ({s['direction']} is better)")
         ax.set_ylabel(plan.metric)
-        ax.set_title(f"{s['proxy']}: Kendall tau = {_fmt(s['kendall_tau'], 3)} (n = {s['n_valid']})")
+        ax.set_title(f"{s['proxy']}: Kendall tau (oriented) = {_fmt(s['kendall_tau'], 3)} (n = {s['n_valid']})")
         fig.tight_layout()
         path = plan.out_dir / f"scatter_{s['proxy']}.png"
-        atomic_write(path, lambda p: fig.savefig(p, format="png"))
+        atomic_write(path, lambda p, fig=fig: fig.savefig(p, format="png"))
         written.append(path)
     return written
 
@@ -560,7 +573,8 @@ def run(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
         err_console.print(f"[yellow]warning:[/] dropped {dropped} unreadable line(s) of {scores_path} "
                           "(a write cut short); those pairs are recomputed")
     check_resume(plan, rows)
-    save_config(plan.cfg, plan.out_dir / CONFIG_NAME)
+    # fresh is a one-off action: the saved config resumes (--config OUT/config.yaml), never wipes
+    save_config({**plan.cfg, "fresh": False}, plan.out_dir / CONFIG_NAME)
 
     n_done = sum(1 for e in plan.entries for p in plan.proxies if (e.key, p) in rows)
     extra = f", {plan.n_without_metric} without metric {plan.metric!r} skipped" if plan.n_without_metric else ""
@@ -594,10 +608,17 @@ def main(argv: Sequence[str]) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
     plan = prepare(cfg)
+    import torch
+
+    threads = torch.get_num_threads()
+    if plan.cfg.get("threads"):
+        torch.set_num_threads(plan.cfg["threads"])
     try:
         run(plan, console, err_console)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; scores so far are in {plan.out_dir / SCORES_NAME}. "
                           "Rerun the same command to resume.")
         return 130
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
     return 0

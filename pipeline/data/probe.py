@@ -133,3 +133,28 @@ def probe_batch(
         labels = torch.arange(n) % len(load_demo_arrays()["classes"])
         images = _demo_batch(labels, image_size, g)
     return TF.normalize(images, list(IMAGENET_MEAN), list(IMAGENET_STD)), labels
+
+
+def folder_probe_batch(root: str, n: int, image_size: int = 224, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A deterministic probe batch from a user's ImageNet-style ``root/train/<class>/*``.
+
+    Picks ``n`` images spread over as many classes as possible (seeded), resized (short side)
+    and centre-cropped to ``image_size``, normalised like ``probe_batch``.
+    """
+    from pipeline.data.folders import ImageFolderDataset
+
+    dataset = ImageFolderDataset(root, "train")
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.tensor(dataset.targets)
+    classes = torch.randperm(dataset.num_classes, generator=g)[:n]
+    picks = []
+    for i in range(n):
+        pool = (targets == classes[i % len(classes)]).nonzero().flatten()
+        picks.append(int(pool[torch.randint(len(pool), (1,), generator=g)]))
+    images, labels = [], []
+    for idx in picks:
+        img, label = dataset[idx]
+        t = TF.center_crop(TF.resize(TF.pil_to_tensor(img), image_size, antialias=True), image_size)
+        images.append(t.float() / 255)
+        labels.append(label)
+    return TF.normalize(torch.stack(images), list(IMAGENET_MEAN), list(IMAGENET_STD)), torch.tensor(labels)

@@ -1,0 +1,145 @@
+"""``python -m pipeline search``: run :class:`ArchitectureSearch` under a Lightning Trainer."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from pipeline.cli import UserError
+from pipeline.config import CONFIG_DIR, load_config, save_config
+from pipeline.data import DataError, probe_batch
+from pipeline.proxies import available_proxies, get_proxy
+from pipeline.search.callback import ArchitectureSearch
+from pipeline.space import Limits, SearchSpace
+
+DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
+
+HELP = f"""usage: python -m pipeline search [--config FILE] [--section.key=value ...]
+
+Score candidate ViTs of a search space at initialisation with a training-free proxy (ViNTK by
+default), under params/FLOPs limits, with an evolutionary or random strategy, and write the
+chosen architecture to <out_dir>/<run_name>/arch.yaml (the file `train` reads).
+
+  --config FILE   search config (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)}; also
+                  configs/search/autoformer_tiny.yaml, autoformer_small, autoformer_base, pit_tiny)
+  --KEY=VALUE     override any config value, e.g. --strategy.name=random --limits.max_params=6
+                  --proxy.name=ntk_cond --trainer.devices=2 --wandb.mode=disabled
+
+Outputs: arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml,
+pareto.png, convergence.png. Rerunning the same command continues an interrupted search.
+Proxies: {', '.join(available_proxies())}
+"""
+
+
+class _NothingToTrain(LightningModule):
+    """Lets a Trainer run the search callback's setup hook without training anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def set_architecture(self, spec) -> None:
+        self.spec = spec
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.zeros(1, 1)), batch_size=1)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def make_probe(cfg: dict[str, Any], space: SearchSpace):
+    """Probe batch from the config: the natural photos, the demo set, or a user folder."""
+    p = cfg["probe"]
+    size = p.get("image_size") or space.fixed.get("img_size", 224)
+    source = p["source"]
+    if source in ("photos", "demo"):
+        return probe_batch(int(p["n"]), image_size=int(size), seed=int(p["seed"]), source=source)
+    if source == "folder":
+        from pipeline.data.probe import folder_probe_batch
+
+        if not p.get("root"):
+            raise UserError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
+        return folder_probe_batch(p["root"], int(p["n"]), image_size=int(size), seed=int(p["seed"]))
+    raise UserError(f"probe.source={source!r} is unknown; use photos, demo or folder")
+
+
+def _wandb_logger(cfg: dict[str, Any], out: Path):
+    w = cfg.get("wandb") or {}
+    if not w.get("enabled", True) or w.get("mode") == "disabled":
+        return False
+    os.environ.setdefault("WANDB_MODE", w.get("mode", "offline"))
+    if os.environ["WANDB_MODE"] == "online" and not (os.environ.get("WANDB_API_KEY") or _wandb_logged_in()):
+        raise UserError("wandb.mode=online needs a W&B login (`wandb login` or WANDB_API_KEY); "
+                        "use --wandb.mode=offline to log locally")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(project=w.get("project", "pipeline"), group=w.get("group"), name=out.name,
+                       save_dir=str(out), job_type="search", config=cfg)
+
+
+def _wandb_logged_in() -> bool:
+    netrc = Path.home() / ".netrc"
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text()
+
+
+def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
+    """Validate everything that can be checked before any work, then make the callback."""
+    space = SearchSpace.load(cfg["space"])
+    try:
+        get_proxy(cfg["proxy"]["name"])
+    except KeyError as e:
+        raise UserError(str(e).strip("'\"")) from None
+    limits = Limits.from_dict(cfg.get("limits"))
+    space.check_limits(limits)
+    try:
+        probe = make_probe(cfg, space)
+    except DataError as e:
+        raise UserError(str(e)) from None
+    strategy = cfg["strategy"]["name"]
+    if strategy not in ("evolution", "random"):
+        raise UserError(f"strategy.name={strategy!r} is unknown; use evolution or random")
+    out = Path(cfg["out_dir"]) / cfg["run_name"]
+    search = ArchitectureSearch(space, out, probe, proxy=cfg["proxy"]["name"],
+                                proxy_options=cfg["proxy"].get("options") or {}, strategy=strategy,
+                                strategy_options=cfg["strategy"].get(strategy) or {}, limits=limits,
+                                seed=int(cfg["seed"]), init_seed=int(cfg["proxy"].get("init_seed", 0)))
+    return search, out
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    config_path = DEFAULT_CONFIG
+    if argv and argv[0].startswith("--config"):
+        if "=" in argv[0]:
+            config_path, argv = argv[0].split("=", 1)[1], argv[1:]
+        elif len(argv) > 1:
+            config_path, argv = argv[1], argv[2:]
+        else:
+            raise UserError("--config needs a file")
+    cfg = load_config(config_path, argv)
+    search, out = build_search(cfg)
+    logger = _wandb_logger(cfg, out)
+    trainer = Trainer(**cfg["trainer"], max_epochs=0, logger=logger, callbacks=[search],
+                      enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out))
+    if trainer.global_rank == 0:
+        save_config(cfg, out / "config.yaml")
+    trainer.fit(_NothingToTrain())
+    if trainer.global_rank == 0:
+        print(f"chosen architecture: {search.chosen.short()}\nwritten to: {out / 'arch.yaml'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

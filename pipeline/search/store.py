@@ -1,0 +1,76 @@
+"""Persistence of a search: every scored candidate as one JSON line, appended as it finishes.
+
+The file doubles as the resume cache: a rerun replays the (deterministic) strategy and takes
+each candidate's score from here instead of recomputing it. A line cut short by a crash is
+ignored, so killing a search at any moment loses at most the candidate being written.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from pipeline.space import ArchSpec
+
+
+@dataclass
+class Candidate:
+    spec: ArchSpec
+    generation: int
+    score: float            # the proxy value as computed (NaN when invalid)
+    rank_value: float       # oriented: larger is better, -inf when invalid
+    valid: bool
+    reason: str
+    params_m: float
+    flops_m: float
+    seconds: float
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["spec"] = self.spec.to_dict()
+        return json.dumps(d, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> "Candidate":
+        d = json.loads(line)
+        d["spec"] = ArchSpec.from_dict(d["spec"])
+        return cls(**d)
+
+
+class CandidateStore:
+    """Append-only JSON-lines log of candidates, keyed by spec."""
+
+    def __init__(self, path: Path, writable: bool = True) -> None:
+        self.path = Path(path)
+        self.writable = writable
+        self.by_spec: dict[ArchSpec, Candidate] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    c = Candidate.from_json(line)
+                except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+                    continue   # a line cut short by an interruption
+                self.by_spec[c.spec] = c
+            if self.writable:
+                self._rewrite_clean()
+
+    def _rewrite_clean(self) -> None:
+        """Drop a truncated tail so later appends start on a fresh line."""
+        from pipeline.utils.io import atomic_write_text
+
+        atomic_write_text(self.path, "".join(c.to_json() + "\n" for c in self.by_spec.values()))
+
+    def get(self, spec: ArchSpec) -> Optional[Candidate]:
+        return self.by_spec.get(spec)
+
+    def add(self, c: Candidate) -> None:
+        self.by_spec[c.spec] = c
+        if not self.writable:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(c.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
