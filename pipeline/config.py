@@ -87,6 +87,24 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[tuple[list[str], An
     return cfg
 
 
+def pop_option(argv: list[str], flag: str, default: Any = None) -> tuple[Any, list[str]]:
+    """Take ``--flag VALUE`` / ``--flag=VALUE`` (a command option, not a config key) out of argv."""
+    rest, value, i = [], default, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == flag:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{flag} needs a value")
+            value, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Load a YAML config and apply ``--section.key=value`` overrides."""
     return apply_overrides(load_yaml(path), parse_overrides(overrides))

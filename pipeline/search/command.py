@@ -1,7 +1,6 @@
 """``python -m pipeline search``: run :class:`ArchitectureSearch` under a Lightning Trainer."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,12 @@ from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, load_config, save_config
+from pipeline.config import CONFIG_DIR, load_config, pop_option, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.proxies import available_proxies, get_proxy
 from pipeline.search.callback import ArchitectureSearch
 from pipeline.space import Limits, SearchSpace
+from pipeline.tracking import wandb_logger
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
 
@@ -72,26 +72,6 @@ def make_probe(cfg: dict[str, Any], space: SearchSpace):
     raise UserError(f"probe.source={source!r} is unknown; use photos, demo or folder")
 
 
-def _wandb_logger(cfg: dict[str, Any], out: Path):
-    w = cfg.get("wandb") or {}
-    if not w.get("enabled", True) or w.get("mode") == "disabled":
-        return False
-    os.environ.setdefault("WANDB_MODE", w.get("mode", "offline"))
-    if os.environ["WANDB_MODE"] == "online" and not (os.environ.get("WANDB_API_KEY") or _wandb_logged_in()):
-        raise UserError("wandb.mode=online needs a W&B login (`wandb login` or WANDB_API_KEY); "
-                        "use --wandb.mode=offline to log locally")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    from lightning.pytorch.loggers import WandbLogger
-
-    return WandbLogger(project=w.get("project", "pipeline"), group=w.get("group"), name=out.name,
-                       save_dir=str(out), job_type="search", config=cfg)
-
-
-def _wandb_logged_in() -> bool:
-    netrc = Path.home() / ".netrc"
-    return netrc.exists() and "api.wandb.ai" in netrc.read_text()
-
-
 def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     """Validate everything that can be checked before any work, then make the callback."""
     space = SearchSpace.load(cfg["space"])
@@ -120,17 +100,10 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
-    config_path = DEFAULT_CONFIG
-    if argv and argv[0].startswith("--config"):
-        if "=" in argv[0]:
-            config_path, argv = argv[0].split("=", 1)[1], argv[1:]
-        elif len(argv) > 1:
-            config_path, argv = argv[1], argv[2:]
-        else:
-            raise UserError("--config needs a file")
+    config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
     cfg = load_config(config_path, argv)
     search, out = build_search(cfg)
-    logger = _wandb_logger(cfg, out)
+    logger = wandb_logger(cfg, out, job_type="search")
     trainer = Trainer(**cfg["trainer"], max_epochs=0, logger=logger, callbacks=[search],
                       enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out))
     if trainer.global_rank == 0:
