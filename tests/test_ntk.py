@@ -11,7 +11,8 @@ from pipeline.data import probe_batch
 from pipeline.models import build_model
 from pipeline.proxies import compute_proxy
 from pipeline.proxies.fourier import band_view, make_view, rff_view
-from pipeline.proxies.ntk import NTKStats, disable_fused_attention, empirical_ntk, empirical_ntk_reference
+from pipeline.proxies.ntk import (NTKStats, disable_fused_attention, empirical_ntk, empirical_ntk_reference,
+                                  selected_parameters)
 from pipeline.proxies.ntk_proxies import label_gradient_alignment, vintk_score
 from pipeline.proxies.registry import InvalidScore
 from pipeline.proxies.spectrum import condition_number, eigenvalues, statistic
@@ -184,3 +185,25 @@ def test_ntk_proxies_are_deterministic_and_directional():
         a = compute_proxy(name, spec, x, y, seed=3)
         b = compute_proxy(name, spec, x, y, seed=3)
         assert a.valid and a.value == b.value and a.higher_is_better is higher
+
+
+@pytest.mark.parametrize("params", ["all", "backbone", "weights"])
+def test_normalised_kernel_equals_reference(params):
+    spec = SearchSpace.load("demo").sample(random.Random(4))
+    model = disable_fused_attention(build_model(spec, seed=0))
+    x = torch.randn(4, 3, 32, 32)
+    fast = empirical_ntk(model, x, params=params, normalize=True)
+    ref = empirical_ntk_reference(model, x, params=params, normalize=True)
+    assert _rel_err(fast, ref) < 1e-5
+    # every counted tensor contributes trace 1
+    n_tensors = len(selected_parameters(model, params))
+    assert float(fast.trace()) == pytest.approx(round(float(fast.trace())))
+    assert round(float(fast.trace())) <= n_tensors
+
+
+def test_backbone_parameter_set_excludes_the_head():
+    spec = SearchSpace.load("demo").extreme_spec(False)
+    model = build_model(spec)
+    names = [k for k, _ in selected_parameters(model, "backbone")]
+    assert names and not any(k.startswith("head.") for k in names)
+    assert len(names) == len(list(model.parameters())) - 2

@@ -32,7 +32,8 @@ from torch.func import functional_call, grad, vmap
 from pipeline.models.layers import RelativePosition2D
 
 REDUCTIONS = ("sum", "projection", "loss")
-PARAM_SETS = ("all", "weights")
+NEGLIGIBLE_TRACE = 1e-9  # relative to the largest; a normalised kernel ignores tensors below it
+PARAM_SETS = ("all", "weights", "backbone")
 
 
 @dataclass
@@ -59,11 +60,15 @@ def _outputs(logits: torch.Tensor, reduction: str, labels: Optional[torch.Tensor
 
 
 def selected_parameters(model: nn.Module, params: str = "all") -> list[tuple[str, nn.Parameter]]:
-    """``all`` parameters, or only ``weights`` (kernels of linear and conv layers, as TE-NAS)."""
+    """``all`` parameters; only ``weights`` (kernels of linear and conv layers, as TE-NAS); or the
+    ``backbone`` (everything but the classifier ``model.head``, whose gradient is just the final
+    features and otherwise dominates the kernel at initialisation)."""
     if params not in PARAM_SETS:
         raise ValueError(f"unknown parameter set {params!r}; use one of {PARAM_SETS}")
     if params == "all":
         return list(model.named_parameters())
+    if params == "backbone":
+        return [(k, p) for k, p in model.named_parameters() if not k.startswith("head.")]
     out = []
     for mod_name, mod in model.named_modules():
         if isinstance(mod, (nn.Linear, nn.Conv2d)):
@@ -83,7 +88,7 @@ def _mode(model: nn.Module, train: bool) -> Iterator[None]:
 
 def empirical_ntk_reference(model: nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
                             reduction: str = "sum", params: str = "all", train_mode: bool = False,
-                            seed: int = 0) -> torch.Tensor:
+                            seed: int = 0, normalize: bool = False) -> torch.Tensor:
     """Theta by one backward pass per sample, holding the full N x P Jacobian (tests only)."""
     chosen = [p for _, p in selected_parameters(model, params)]
     rows = []
@@ -94,15 +99,26 @@ def empirical_ntk_reference(model: nn.Module, images: torch.Tensor, labels: Opti
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                                    for g, p in zip(grads, chosen)]))
     jac = torch.stack(rows).double()
-    return jac @ jac.T
+    if not normalize:
+        return jac @ jac.T
+    grams, start = [], 0
+    for p in chosen:
+        block = jac[:, start:start + p.numel()]
+        start += p.numel()
+        grams.append(block @ block.T)
+    floor = max(g.trace() for g in grams) * NEGLIGIBLE_TRACE
+    return sum(g / g.trace() for g in grams if g.trace() > floor)
 
 
 class _GramAccumulator:
     """Hooks that turn each layer's (input, output-gradient) into per-sample Gram terms."""
 
-    def __init__(self, model: nn.Module, chosen: set[int], n: int, max_chunk_elems: int) -> None:
+    def __init__(self, model: nn.Module, chosen: set[int], n: int, max_chunk_elems: int,
+                 normalize: bool = False) -> None:
         self.theta = torch.zeros(n, n, dtype=torch.float64, device=next(model.parameters()).device)
         self.chosen = chosen
+        self.normalize = normalize
+        self.grams: list[torch.Tensor] = []
         self.max_chunk_elems = max_chunk_elems
         self.stats = NTKStats()
         self.handles = []
@@ -115,10 +131,26 @@ class _GramAccumulator:
                 self.handles.append(module.register_forward_hook(self._forward_hook(own), with_kwargs=True))
         self.stats.covered_params = owners
 
-    def _add(self, per_sample: torch.Tensor) -> None:
+    def _gram(self, per_sample: torch.Tensor) -> torch.Tensor:
         flat = per_sample.reshape(per_sample.shape[0], -1)
         self.stats.peak_chunk_bytes = max(self.stats.peak_chunk_bytes, flat.numel() * flat.element_size())
-        self.theta += (flat @ flat.T).double()
+        return (flat @ flat.T).double()
+
+    def _add(self, gram: torch.Tensor) -> None:
+        """Add one parameter tensor's Gram matrix (kept apart for normalisation if asked)."""
+        if self.normalize:
+            self.grams.append(gram)
+        else:
+            self.theta += gram
+
+    def result(self) -> torch.Tensor:
+        """Theta; normalised: sum of trace-1 Gram matrices, skipping tensors whose gradient is
+        zero up to rounding (e.g. key biases, which softmax ignores) rather than amplifying noise."""
+        if not self.normalize or not self.grams:
+            return self.theta
+        traces = torch.stack([g.trace() for g in self.grams])
+        floor = traces.max() * NEGLIGIBLE_TRACE
+        return sum(g / t for g, t in zip(self.grams, traces) if t > floor)
 
     def _forward_hook(self, own: list[tuple[str, nn.Parameter]]):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
@@ -151,20 +183,20 @@ class _GramAccumulator:
         if "weight" in names:
             # Split output rows so one block of per-sample gradients stays under the cap.
             rows = max(1, self.max_chunk_elems // max(1, n * x.shape[-1]))
-            for start in range(0, g.shape[-1], rows):
-                gs = g[..., start:start + rows]
-                self._add(torch.bmm(gs.transpose(1, 2), x))
+            gram = sum(self._gram(torch.bmm(g[..., start:start + rows].transpose(1, 2), x))
+                       for start in range(0, g.shape[-1], rows))
+            self._add(gram)
         if "bias" in names:
-            self._add(g.sum(dim=1))
+            self._add(self._gram(g.sum(dim=1)))
 
     def _layer_norm(self, module: nn.LayerNorm, own: list, x: torch.Tensor, g: torch.Tensor) -> None:
         n = x.shape[0]
         names = {k for k, _ in own}
         if "weight" in names:
             x_hat = F.layer_norm(x, module.normalized_shape, eps=module.eps)
-            self._add((g * x_hat).reshape(n, -1, *module.normalized_shape).sum(dim=1))
+            self._add(self._gram((g * x_hat).reshape(n, -1, *module.normalized_shape).sum(dim=1)))
         if "bias" in names:
-            self._add(g.reshape(n, -1, *module.normalized_shape).sum(dim=1))
+            self._add(self._gram(g.reshape(n, -1, *module.normalized_shape).sum(dim=1)))
 
     def _relative_position(self, module: RelativePosition2D, own: list, x: torch.Tensor,
                            grid: tuple[int, int], g: torch.Tensor) -> None:
@@ -177,7 +209,7 @@ class _GramAccumulator:
                 continue
             per_row = scores.new_zeros(*scores.shape[:3], table.shape[0])
             per_row.scatter_add_(-1, idx.expand_as(scores), scores)
-            self._add(torch.einsum("bhnd,bhnr->brd", dense, per_row))
+            self._add(self._gram(torch.einsum("bhnd,bhnr->brd", dense, per_row)))
 
     def _generic(self, module: nn.Module, own: list, inputs: tuple, kwargs: dict, g: torch.Tensor) -> None:
         params = {k: p.detach() for k, p in own}
@@ -189,7 +221,7 @@ class _GramAccumulator:
 
         per_sample = vmap(grad(contribution), in_dims=(None, 0, 0))(params, x, g)
         for k in params:
-            self._add(per_sample[k])
+            self._add(self._gram(per_sample[k]))
 
     def close(self) -> None:
         for h in self.handles:
@@ -199,7 +231,8 @@ class _GramAccumulator:
 
 def empirical_ntk(model: nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
                   reduction: str = "sum", params: str = "all", train_mode: bool = False, seed: int = 0,
-                  max_chunk_elems: int = 32 * 2 ** 20, stats: Optional[NTKStats] = None) -> torch.Tensor:
+                  max_chunk_elems: int = 32 * 2 ** 20, stats: Optional[NTKStats] = None,
+                  normalize: bool = False) -> torch.Tensor:
     """Theta (N x N, float64) with one batched forward and backward (see module docstring).
 
     Args:
@@ -207,13 +240,16 @@ def empirical_ntk(model: nn.Module, images: torch.Tensor, labels: Optional[torch
             per-sample rule needed there, but the generic rule vmaps modules).
         images, labels: the probe batch (labels only for ``reduction='loss'``).
         reduction: "sum" of logits (TE-NAS), a seeded random "projection", or the "loss".
-        params: "all" or "weights" (linear/conv kernels only).
+        params: "all", "weights" (linear/conv kernels only) or "backbone" (all but the head).
         train_mode: forward in train mode (dropout/drop-path active) instead of eval mode.
         max_chunk_elems: cap on the elements of one per-sample gradient block.
         stats: optional :class:`NTKStats` filled with what the run held in memory.
+        normalize: divide each parameter tensor's Gram matrix by its trace before summing, so
+            every tensor counts equally instead of the init scale deciding (0.02-std weights
+            make the classifier's term dwarf the rest).
     """
     chosen = {id(p) for _, p in selected_parameters(model, params)}
-    acc = _GramAccumulator(model, chosen, images.shape[0], max_chunk_elems)
+    acc = _GramAccumulator(model, chosen, images.shape[0], max_chunk_elems, normalize)
     requires = {p: p.requires_grad for p in model.parameters()}
     try:
         for p in requires:
@@ -231,7 +267,7 @@ def empirical_ntk(model: nn.Module, images: torch.Tensor, labels: Optional[torch
     if stats is not None:
         stats.peak_chunk_bytes = acc.stats.peak_chunk_bytes
         stats.covered_params = acc.stats.covered_params
-    return acc.theta
+    return acc.result()
 
 
 def disable_fused_attention(model: nn.Module) -> nn.Module:

@@ -31,9 +31,10 @@ def _fingerprint(t: torch.Tensor) -> tuple:
 
 def kernel(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device,
            views: Sequence[str] = ("identity",), reduction: str = "sum", params: str = "all",
-           train_mode: bool = False, train_steps: int = 0, train_lr: float = 1e-3) -> torch.Tensor:
+           train_mode: bool = False, train_steps: int = 0, train_lr: float = 1e-3, normalize: bool = False,
+           max_chunk_elems: int = 32 * 2 ** 20) -> torch.Tensor:
     """The NTK over the probe images stacked under each view: (V*N) x (V*N), float64."""
-    key = (spec, tuple(views), reduction, params, train_mode, train_steps, train_lr, seed, str(device),
+    key = (spec, tuple(views), reduction, params, train_mode, train_steps, train_lr, normalize, seed, str(device),
            _fingerprint(images), _fingerprint(labels))
     if key in _CACHE:
         _CACHE.move_to_end(key)
@@ -44,7 +45,7 @@ def kernel(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: 
     stacked = torch.cat([make_view(images, v, seed) for v in views])
     stacked_labels = labels.repeat(len(views))
     theta = empirical_ntk(model, stacked, stacked_labels, reduction=reduction, params=params,
-                          train_mode=train_mode, seed=seed)
+                          train_mode=train_mode, seed=seed, normalize=normalize, max_chunk_elems=max_chunk_elems)
     _CACHE[key] = theta
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
