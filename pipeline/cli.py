@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, Optional[str]]] = {
     # name: (help, "module:function" implementing it, or None while not built yet)
     "search": ("score candidate ViTs at initialisation (ViNTK) and write the chosen architecture",
                "pipeline.search.command:main"),
-    "train": ("retrain a chosen architecture (--task cls or --task seg)", None),
+    "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main"),
     "correlate": ("rank architectures with training-free proxies against a ground-truth file", "pipeline.correlate:main"),
     "run": ("search, then retrain for classification and segmentation, in one command", None),
 }

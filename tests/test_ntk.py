@@ -104,7 +104,7 @@ def test_invalid_kernels_are_flagged():
     y = torch.arange(4)
     score = compute_proxy("ntk_cond", spec, x, y)
     assert not score.valid and "singular" in score.reason and score.rank_value == -math.inf
-    score = compute_proxy("vintk", spec, x, y, options={"views": ["identity"]})
+    score = compute_proxy("vintk", spec, x, y, options={"views": ["identity"], "weights": None})
     assert not score.valid
 
 
@@ -170,7 +170,8 @@ def test_vintk_with_identity_view_is_plain_ntk_condition_number():
     spec = SearchSpace.load("demo").sample(random.Random(0))
     x, y = probe_batch(8, 32, source="demo")
     plain = compute_proxy("ntk_cond", spec, x, y)
-    vi = compute_proxy("vintk", spec, x, y, options={"views": ["identity"], "statistic": "cond"})
+    vi = compute_proxy("vintk", spec, x, y, options={"views": ["identity"], "statistic": "cond", "weights": None,
+                                                     "normalize": False, "combine": "stacked"})
     assert vi.value == pytest.approx(-math.log(plain.value))
     theta = torch.eye(4) + 0.1
     two = torch.block_diag(theta, 2 * theta)

@@ -8,6 +8,7 @@ Position embeddings live at the segmentation resolution (``img_size``); other in
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Optional, Sequence, Union
 
@@ -108,6 +109,27 @@ def set_pos_grid(model: nn.Module, grid: tuple[int, int]) -> None:
     model.grid_size = tuple(grid)
 
 
+def trim_unused(model: nn.Module, last: int) -> None:
+    """Drop what a dense backbone never runs: blocks after ``last``, the final norm, the head.
+
+    Parameters without gradients would break DDP (unless it searches for unused ones every
+    step); the classification checkpoint's weights for them are simply not loaded.
+    """
+    model.norm = nn.Identity()
+    model.head = nn.Identity()
+    if hasattr(model, "stages"):  # PiT: keep stages up to the one holding `last`
+        edge = 0
+        for s, stage in enumerate(model.stages):
+            if last < edge + len(stage):
+                model.stages = model.stages[:s + 1]
+                model.stages[s] = stage[:last - edge + 1]
+                model.pools = model.pools[:s]
+                break
+            edge += len(stage)
+    else:
+        model.blocks = model.blocks[:last + 1]
+
+
 @MODELS.register_module()
 class SpecViT(nn.Module):
     """A searched ViT/PiT (:class:`ArchSpec`) as an mmseg backbone.
@@ -130,11 +152,9 @@ class SpecViT(nn.Module):
         spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(dict(spec))
         self.source_spec = spec
         h, w = as_hw(img_size if img_size is not None else spec.img_size)
-        changes: dict[str, Any] = {"img_size": h, "num_classes": 0}
+        changes: dict[str, Any] = {"img_size": h, "num_classes": 0}  # built at the seg resolution
         if rel_pos_max is not None and spec.rel_pos:
             changes["rel_pos_max"] = int(rel_pos_max)
-        import dataclasses
-
         self.spec = dataclasses.replace(spec, **changes)
         self.out_indices = list(default_out_indices(spec) if out_indices is None else out_indices)
         bad = [i for i in self.out_indices if not -spec.depth <= i < spec.depth]
@@ -142,8 +162,10 @@ class SpecViT(nn.Module):
             raise ValueError(f"out_indices {bad} are outside the {spec.depth} blocks of {spec.short()}")
         self.img_size = (h, w)
         self.grid = patch_grid(self.spec, (h, w))
+        self.out_indices = [i % spec.depth for i in self.out_indices]
         self.model = build_model(self.spec, num_classes=0, drop_path_rate=drop_path_rate)
         set_pos_grid(self.model, self.grid)
+        trim_unused(self.model, max(self.out_indices))
         self.channels = out_channels(spec, self.out_indices)
         self.strides = out_strides(spec, self.out_indices)
         self.is_init = True  # weights come from build_model (and maybe a checkpoint), never mmengine
