@@ -168,7 +168,8 @@ class ClassificationModule(LightningModule):
                                      "lower --optim.lr or check the data")
         self._epoch_images += x.shape[0]
         self._last_batch_end = time.perf_counter()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True,
+                 batch_size=x.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -176,8 +177,9 @@ class ClassificationModule(LightningModule):
             return
         # Validation runs before this hook: time up to the last training batch only.
         seconds = self._last_batch_end - self._epoch_start
-        throughput = self._epoch_images * self.trainer.world_size / max(seconds, 1e-9)
-        self.log("train/throughput", throughput, on_epoch=True, sync_dist=False, rank_zero_only=True)
+        # images/s of this device, summed over devices
+        self.log("train/throughput", self._epoch_images / max(seconds, 1e-9), on_epoch=True, sync_dist=True,
+                 reduce_fx="sum")
 
     # -------------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx):
@@ -229,12 +231,10 @@ class ClassificationModule(LightningModule):
             lr = lr * global_batch / float(hp["base_batch"])
         return lr
 
-    def configure_optimizers(self):
-        from timm.optim import create_optimizer_v2, param_groups_weight_decay
-        from timm.scheduler import create_scheduler_v2
+    def _optimizer(self, groups, lr: float):
+        from timm.optim import create_optimizer_v2
 
         hp = self.hparams
-        groups = param_groups_weight_decay(self.net, float(hp["weight_decay"]), no_weight_decay_list=NO_WEIGHT_DECAY)
         kwargs: dict[str, Any] = {}
         if hp["opt_eps"] is not None:
             kwargs["eps"] = float(hp["opt_eps"])
@@ -242,17 +242,36 @@ class ClassificationModule(LightningModule):
             kwargs["betas"] = tuple(hp["betas"])
         if hp["opt"].lower() in ("sgd", "momentum", "nesterov"):
             kwargs["momentum"] = float(hp["momentum"])
-        optimizer = create_optimizer_v2(groups, opt=hp["opt"], lr=self.scaled_lr(),
-                                        weight_decay=float(hp["weight_decay"]), **kwargs)
+        return create_optimizer_v2(groups, opt=hp["opt"], lr=lr, weight_decay=float(hp["weight_decay"]), **kwargs)
+
+    def _scheduler(self, optimizer, epochs: int, per_epoch: int):
+        from timm.scheduler import create_scheduler_v2
+
+        hp = self.hparams
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=hp["sched"], num_epochs=epochs, warmup_epochs=hp["warmup_epochs"],
+            warmup_lr=float(hp["warmup_lr"]), min_lr=float(hp["min_lr"]), step_on_epochs=False,
+            updates_per_epoch=per_epoch)
+        return scheduler
+
+    def check_optimisation(self, epochs: int = 10) -> None:
+        """Build the optimiser and schedule on a dummy parameter: bad settings fail before training."""
+        optimizer = self._optimizer([{"params": [nn.Parameter(torch.zeros(1))]}], float(self.hparams["lr"]))
+        if self._scheduler(optimizer, int(self.hparams["epochs"] or epochs), 2) is None:
+            raise ValueError(f"optim.sched={self.hparams['sched']!r} gives no schedule")
+
+    def configure_optimizers(self):
+        from timm.optim import param_groups_weight_decay
+
+        hp = self.hparams
+        groups = param_groups_weight_decay(self.net, float(hp["weight_decay"]), no_weight_decay_list=NO_WEIGHT_DECAY)
+        optimizer = self._optimizer(groups, self.scaled_lr())
         epochs = int(hp["epochs"] or self.trainer.max_epochs or 1)
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or epochs < 1:
             raise ValueError("a finite trainer.max_epochs (>= 1) is needed for the learning-rate schedule")
         per_epoch = max(1, math.ceil(total / max(1, self.trainer.max_epochs or epochs)))
-        scheduler, _ = create_scheduler_v2(
-            optimizer, sched=hp["sched"], num_epochs=epochs, warmup_epochs=hp["warmup_epochs"],
-            warmup_lr=float(hp["warmup_lr"]), min_lr=float(hp["min_lr"]), step_on_epochs=False,
-            updates_per_epoch=per_epoch)
+        scheduler = self._scheduler(optimizer, epochs, per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def lr_scheduler_step(self, scheduler, metric) -> None:

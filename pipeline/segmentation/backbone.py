@@ -143,11 +143,13 @@ class SpecViT(nn.Module):
         rel_pos_max: clipping distance of the relative position tables (ViT with rel_pos);
             None keeps the spec's.
         drop_path_rate: stochastic depth for retraining.
+        min_input_size: smaller inputs (tiny sliding windows) are zero-padded to this size, so
+            that a neck's coarsest level keeps at least one pixel.
     """
 
     def __init__(self, spec: Union[dict[str, Any], ArchSpec], out_indices: Optional[Sequence[int]] = None,
                  img_size: Optional[Size] = None, rel_pos_max: Optional[int] = None,
-                 drop_path_rate: float = 0.0, init_cfg: Optional[dict] = None) -> None:
+                 drop_path_rate: float = 0.0, min_input_size: int = 0, init_cfg: Optional[dict] = None) -> None:
         super().__init__()
         spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(dict(spec))
         self.source_spec = spec
@@ -168,10 +170,20 @@ class SpecViT(nn.Module):
         trim_unused(self.model, max(self.out_indices))
         self.channels = out_channels(spec, self.out_indices)
         self.strides = out_strides(spec, self.out_indices)
+        self.min_input_size = int(min_input_size)
         self.is_init = True  # weights come from build_model (and maybe a checkpoint), never mmengine
 
     def init_weights(self) -> None:
         """Already initialised by :func:`build_model`; mmseg's init must not overwrite it."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Pad bottom/right so the patches tile the input (mmseg's ViT: AdaptivePadding "corner"):
+        # whole-image inference then takes images of any size.
+        p, s = self.spec.patch_size, self.spec.stride
+        h, w = x.shape[-2:]
+        m = max(p, self.min_input_size)  # tiny inputs: the coarsest neck level keeps >= 1 pixel
+        pad_h = (-(max(h, m) - p)) % s + max(0, m - h)
+        pad_w = (-(max(w, m) - p)) % s + max(0, m - w)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         return tuple(self.model.forward_intermediates(x, self.out_indices))

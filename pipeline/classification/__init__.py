@@ -1,0 +1,12 @@
+"""Image classification retraining of a searched ViT (``python -m pipeline train --task cls``).
+
+* :class:`ClassificationModule` -- the LightningModule (network from a spec, DeiT recipe via timm);
+* :class:`ClassificationDataModule` -- the demo set or ImageNet-style folders, timm transforms;
+* :func:`load_exported` / :func:`load_backbone` -- read the exported ``model.pt``.
+"""
+from pipeline.classification.datamodule import ClassificationDataModule
+from pipeline.classification.export import export_model, load_backbone, load_exported
+from pipeline.classification.module import ClassificationModule
+
+__all__ = ["ClassificationDataModule", "ClassificationModule", "export_model", "load_backbone",
+           "load_exported"]

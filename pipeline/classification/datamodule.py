@@ -1,0 +1,140 @@
+"""``ClassificationDataModule``: the embedded demo set or ImageNet-style folders, with timm transforms.
+
+Sources:
+
+* ``demo``: the shipped Fashion-MNIST subset (5,000 train / 1,000 val, 10 classes), see
+  :class:`pipeline.data.DemoClassification`; needs no download.
+* ``folder``: ``root/train/<class>/*`` and ``root/val/<class>/*`` (the ImageNet layout), see
+  :class:`pipeline.data.ImageFolderDataset`; layout problems and unreadable images raise
+  :class:`pipeline.data.DataError` naming the path.
+
+Train and validation transforms come from timm's ``create_transform`` with the config's ``aug``
+settings (RandomResizedCrop scale/ratio, flips, colour jitter, RandAugment, random erasing; the
+validation crop ratio ``crop_pct``). Batch mixing (Mixup/CutMix) is done in the LightningModule.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data import IMAGENET_MEAN, IMAGENET_STD, DataError, DemoClassification, ImageFolderDataset
+from pipeline.data import demo as demo_data
+
+SOURCES = ("demo", "folder")
+# create_transform keywords taken from the config's `aug` section for the training transform.
+TRAIN_AUG_KEYS = ("scale", "ratio", "hflip", "vflip", "color_jitter", "auto_augment", "interpolation",
+                  "re_prob", "re_mode", "re_count")
+
+
+def _tuple(v: Any) -> Any:
+    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+class ClassificationDataModule(LightningDataModule):
+    """Train/val loaders for classification.
+
+    Args:
+        source: "demo" or "folder".
+        root: the dataset root for source="folder" (holding train/ and val/).
+        image_size: network input side.
+        batch_size: images per device and step.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        aug: timm ``create_transform`` settings for training (see TRAIN_AUG_KEYS) plus
+            ``crop_pct`` for validation; unknown keys are ignored here (the module reads the
+            mixup ones).
+        mean, std: normalisation; None uses the source's (Fashion-MNIST or ImageNet statistics).
+        pin_memory: pin host memory (useful on GPU).
+    """
+
+    def __init__(self, source: str = "demo", root: Optional[str] = None, image_size: int = 32,
+                 batch_size: int = 128, num_workers: int = 0, aug: Optional[dict[str, Any]] = None,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 pin_memory: bool = False) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise DataError(f"data.source={source!r} is unknown; use one of {SOURCES}")
+        if source == "folder" and not root:
+            raise DataError("data.source=folder needs the dataset root, e.g. --data.root=/data/imagenet "
+                            "(holding train/<class>/* and val/<class>/*)")
+        if int(batch_size) < 1:
+            raise DataError(f"data.batch_size must be positive, got {batch_size}")
+        self.source = source
+        self.root = Path(root).expanduser() if root else None
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.aug = dict(aug or {})
+        default_mean = (demo_data.MEAN,) * 3 if source == "demo" else tuple(IMAGENET_MEAN)
+        default_std = (demo_data.STD,) * 3 if source == "demo" else tuple(IMAGENET_STD)
+        self.mean = tuple(float(m) for m in mean) if mean else default_mean
+        self.std = tuple(float(s) for s in std) if std else default_std
+        self.pin_memory = bool(pin_memory)
+        self.train_set: Optional[Dataset] = None
+        self.val_set: Optional[Dataset] = None
+
+    # ------------------------------------------------------------------ transforms
+    def train_transform(self):
+        from timm.data import create_transform
+
+        kwargs = {k: _tuple(self.aug[k]) for k in TRAIN_AUG_KEYS if k in self.aug}
+        if kwargs.get("auto_augment") in ("", "none", False):
+            kwargs["auto_augment"] = None
+        return create_transform(self.image_size, is_training=True, mean=self.mean, std=self.std, **kwargs)
+
+    def val_transform(self):
+        from timm.data import create_transform
+
+        return create_transform(self.image_size, is_training=False, mean=self.mean, std=self.std,
+                                interpolation=self.aug.get("interpolation", "bilinear"),
+                                crop_pct=float(self.aug.get("crop_pct") or 1.0))
+
+    # -------------------------------------------------------------------- datasets
+    def _make(self, split: str, transform) -> Dataset:
+        if self.source == "demo":
+            return DemoClassification(split, image_size=self.image_size, transform=transform)
+        return ImageFolderDataset(self.root, split, transform=transform)
+
+    def check(self) -> list[str]:
+        """Index both splits (reads no image) and return the class names; DataError if unusable.
+
+        Called before training so that a wrong layout or mismatched class folders fail fast.
+        """
+        if self.train_set is None:
+            self.train_set = self._make("train", self.train_transform())
+        if self.val_set is None:
+            self.val_set = self._make("val", self.val_transform())
+        train_classes, val_classes = list(self.train_set.classes), list(self.val_set.classes)
+        if train_classes != val_classes:
+            only_train = sorted(set(train_classes) - set(val_classes))
+            only_val = sorted(set(val_classes) - set(train_classes))
+            raise DataError(f"train and val class folders differ under {self.root}: only in train "
+                            f"{only_train[:5]}, only in val {only_val[:5]}; both need the same classes")
+        return train_classes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.check()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.check()
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) < self.batch_size:
+            raise DataError(f"the train split has {len(self.train_set)} images, fewer than one batch "
+                            f"(data.batch_size={self.batch_size}); lower --data.batch_size")
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)

@@ -1,0 +1,82 @@
+"""The exported classifier ``model.pt``: a plain ``state_dict`` plus the spec it belongs to.
+
+``python -m pipeline train --task cls`` writes ``<out_dir>/<run_name>/model.pt`` (the best
+checkpoint's weights) as::
+
+    {"spec": ArchSpec.to_dict(), "state_dict": build_model(spec).state_dict(),
+     "num_classes": int, "metrics": {"val/top1": float, ...}, "format": 1}
+
+Only tensors and plain Python types, so it loads with ``torch.load(path, weights_only=True)``;
+the segmentation task uses it as its backbone::
+
+    spec, state_dict = load_exported("checkpoints/cls-demo/model.pt")
+    spec, backbone = load_backbone("checkpoints/cls-demo/model.pt")   # headless network
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from pipeline.space.spec import ArchSpec, SpecError
+from pipeline.utils.io import atomic_write
+
+FORMAT = 1
+
+
+def export_model(path: str | Path, spec: ArchSpec, net: nn.Module,
+                 metrics: Optional[dict[str, float]] = None) -> Path:
+    """Write ``model.pt`` atomically (temp file + rename)."""
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    payload = {"format": FORMAT, "spec": spec.to_dict(), "state_dict": state,
+               "num_classes": int(spec.num_classes),
+               "metrics": {str(k): float(v) for k, v in (metrics or {}).items()}}
+    return atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def read_exported(path: str | Path) -> dict[str, Any]:
+    """The whole ``model.pt`` payload, checked; SpecError with a clear message otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"exported model {path} does not exist; `python -m pipeline train --task cls` "
+                        "writes <out_dir>/<run_name>/model.pt")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpecError(f"exported model {path} cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or not {"spec", "state_dict"} <= set(payload):
+        raise SpecError(f"exported model {path} is not a model.pt written by `train` "
+                        "(expected a mapping with 'spec' and 'state_dict')")
+    return payload
+
+
+def load_exported(path: str | Path) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    """``(spec, state_dict)`` of an exported model; ``build_model(spec).load_state_dict(sd)`` restores it."""
+    payload = read_exported(path)
+    try:
+        spec = ArchSpec.from_dict(payload["spec"])
+    except TypeError as e:
+        raise SpecError(f"exported model {path}: bad spec ({e})") from e
+    return spec, payload["state_dict"]
+
+
+def load_backbone(path: str | Path, num_classes: int = 0) -> tuple[ArchSpec, nn.Module]:
+    """The exported network rebuilt with ``num_classes`` outputs (0: headless backbone).
+
+    All weights but the classifier head are loaded; the head is kept only when the class
+    count is unchanged.
+    """
+    from pipeline.models import build_model
+
+    spec, state = load_exported(path)
+    net = build_model(spec, num_classes=num_classes)
+    if num_classes != spec.num_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise SpecError(f"exported model {path} does not match its spec: missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]}")
+    return spec, net

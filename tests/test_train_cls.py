@@ -1,0 +1,267 @@
+"""`python -m pipeline train --task cls`: configs, learning, checkpoints, bad input, CLI."""
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import REPO, run_cli
+from pipeline.classification import ClassificationModule, load_backbone, load_exported
+from pipeline.cli import UserError
+from pipeline.config import ConfigError, load_config
+from pipeline.data import DemoClassification
+from pipeline.models import build_model
+from pipeline.space import ArchSpec, SearchSpace, SpecError
+from pipeline.train import command
+from pipeline.train.command import default_spec, main
+
+DEMO = REPO / "configs" / "train" / "cls_demo.yaml"
+IMAGENET = REPO / "configs" / "train" / "cls_imagenet.yaml"
+QUIET = ["--wandb.enabled=false", "--trainer.enable_progress_bar=false"]
+
+
+def tiny_spec(num_classes=10, **kw) -> ArchSpec:
+    return ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32,
+                    patch_size=8, num_classes=num_classes, **kw)
+
+
+def write_spec(path: Path, spec: ArchSpec) -> str:
+    spec.save(path)
+    return str(path)
+
+
+def make_folder(root: Path, classes=("ant", "bee", "cat"), per_class=(4, 2), size=64) -> Path:
+    """A tiny ImageNet-layout dataset: root/{train,val}/<class>/*.JPEG, one colour per class."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in zip(("train", "val"), per_class):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = torch.zeros(size, size, 3)
+                base[..., c % 3] = 200
+                noise = torch.randint(0, 50, (size, size, 3), generator=g)
+                Image.fromarray((base + noise).clamp(0, 255).byte().numpy()).save(
+                    root / split / name / f"{i}.JPEG")
+    return root
+
+
+def run_files(run_dir: Path) -> set:
+    return {p.name for p in run_dir.iterdir()} if run_dir.exists() else set()
+
+
+# ------------------------------------------------------------------ fast_dev_run per config
+def test_fast_dev_run_demo_config(tmp_path):
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
+    assert main(["--task", "cls", "--arch", arch, f"--out_dir={tmp_path}", "--trainer.fast_dev_run=true",
+                 "--data.batch_size=8", *QUIET]) == 0
+    run = tmp_path / "cls-demo"
+    assert {"config.yaml", "arch.yaml"} <= run_files(run)
+    assert not run_files(run) & {"best.ckpt", "last.ckpt", "model.pt"}  # a smoke run writes no checkpoint
+    assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["arch"] == tiny_spec().to_dict()
+    assert cfg["trainer"]["precision"] == command.resolve_precision({"precision": "auto"})
+
+
+def test_fast_dev_run_imagenet_config(tmp_path):
+    root = make_folder(tmp_path / "imagenet")
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec(num_classes=3))
+    assert main(["--task", "cls", "--config", str(IMAGENET), "--arch", arch, f"--data.root={root}",
+                 f"--out_dir={tmp_path / 'out'}", "--trainer.fast_dev_run=true", "--data.batch_size=4",
+                 "--data.num_workers=0", "--data.pin_memory=false", *QUIET]) == 0
+    assert ArchSpec.load(tmp_path / "out" / "cls-imagenet" / "arch.yaml").num_classes == 3
+
+
+def test_imagenet_recipe_is_deit():
+    cfg = load_config(IMAGENET)
+    assert cfg["optim"]["opt"] == "adamw" and cfg["optim"]["lr"] == 5e-4 and cfg["optim"]["base_batch"] == 512
+    assert cfg["optim"]["weight_decay"] == 0.05 and cfg["optim"]["sched"] == "cosine"
+    assert cfg["aug"]["label_smoothing"] == 0.1 and cfg["aug"]["mixup"] == 0.8 and cfg["aug"]["cutmix"] == 1.0
+    assert cfg["aug"]["re_prob"] == 0.25 and cfg["aug"]["auto_augment"].startswith("rand-")
+    assert cfg["model"]["drop_path"] == 0.1 and cfg["trainer"]["max_epochs"] == 300
+    assert command.resolve_precision({"accelerator": "cpu", "precision": "auto"}) == "32-true"
+    # lr scaling: 5e-4 x (128 per device x 8 devices) / 512 = 1e-3
+    module = ClassificationModule(tiny_spec(), lr=5e-4, base_batch=512, batch_size=128)
+    module._trainer = type("T", (), {"world_size": 8, "accumulate_grad_batches": 1, "datamodule": None})()
+    assert module.scaled_lr() == pytest.approx(1e-3)
+
+
+# ---------------------------------------------------------- a short real run, then reuse it
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    spec = SearchSpace.load("demo").make_spec(64, [2], [2, 2], [2.0, 2.0])
+    arch = write_spec(out / "spec.yaml", spec)
+    args = ["--task", "cls", "--arch", arch, f"--out_dir={out}", "--run_name=short", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=50", "--trainer.limit_val_batches=8", "--data.batch_size=64",
+            "--optim.lr=2e-3", "--optim.warmup_epochs=0", "--trainer.num_sanity_val_steps=0",
+            "--aug.scale=[1,1]", "--aug.ratio=[1,1]", *QUIET]
+    assert main(args) == 0
+    return out / "short", spec, args
+
+
+def test_demo_config_learns(trained):
+    run, _, _ = trained
+    metrics = torch.load(run / "model.pt", weights_only=True)["metrics"]
+    assert metrics["val/top1"] > 0.25, metrics  # chance is 0.1
+
+
+def test_checkpoint_round_trip(trained):
+    run, spec, _ = trained
+    exported_spec, state = load_exported(run / "model.pt")
+    build_model(exported_spec).load_state_dict(state)
+    for name in ("best.ckpt", "last.ckpt", "model.pt"):
+        torch.load(run / name, map_location="cpu", weights_only=True)  # plain types and tensors only
+    x = torch.stack([DemoClassification("val", image_size=32)[i][0] for i in range(16)])
+    from_ckpt = ClassificationModule.load_from_checkpoint(run / "best.ckpt", map_location="cpu").eval()
+    exported_spec, net = load_backbone(run / "model.pt", num_classes=10)
+    assert exported_spec == spec == from_ckpt.spec
+    with torch.no_grad():
+        assert torch.equal(from_ckpt(x), net.eval()(x))
+    # the headless backbone for segmentation
+    _, backbone = load_backbone(run / "model.pt")
+    assert isinstance(backbone.head, torch.nn.Identity)
+
+
+def test_resume_continues_last_checkpoint(trained):
+    run, _, args = trained
+    before = torch.load(run / "last.ckpt", weights_only=True)
+    assert main([a for a in args if not a.startswith("--trainer.max_epochs")]
+                + ["--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--resume"]) == 0
+    after = torch.load(run / "last.ckpt", weights_only=True)
+    assert after["epoch"] == before["epoch"] + 1 and after["global_step"] == before["global_step"] + 3
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        main(["--task", "cls", f"--out_dir={tmp_path}", "--resume", *QUIET])
+
+
+# ------------------------------------------------------------------------- bad input
+def test_class_count_mismatch_is_an_error(tmp_path):
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec(num_classes=5))
+    with pytest.raises(UserError, match="class-count mismatch.*num_classes=5.*10 classes"):
+        main(["--task", "cls", "--arch", arch, f"--out_dir={tmp_path / 'out'}", *QUIET])
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_class_count_mismatch(tmp_path):
+    root = make_folder(tmp_path / "data", classes=("a", "b"))
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec(num_classes=3))
+    with pytest.raises(UserError, match="num_classes=3 but the folder data at .* has 2 classes"):
+        main(["--task", "cls", "--config", str(IMAGENET), "--arch", arch, f"--data.root={root}",
+              f"--out_dir={tmp_path / 'out'}", *QUIET])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("family: vit\nembed_dim: [64\n", "not valid YAML"),
+    ("family: vit\nembed_dim: 64\n", "missing required field"),
+    ("family: vit\nembed_dim: 64\nnum_heads: [3]\nmlp_ratio: [2.0]\n", "not divisible"),
+    ("- just\n- a list\n", "must hold a mapping"),
+])
+def test_malformed_spec_is_an_error(tmp_path, text, match):
+    (tmp_path / "arch.yaml").write_text(text)
+    with pytest.raises(SpecError, match=match):
+        main(["--task", "cls", "--arch", str(tmp_path / "arch.yaml"), f"--out_dir={tmp_path / 'out'}", *QUIET])
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_spec_and_data_root(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        main(["--task", "cls", "--arch", str(tmp_path / "nope.yaml"), *QUIET])
+    with pytest.raises(UserError, match="--arch"):
+        main(["--task", "cls", "--config", str(IMAGENET), *QUIET])
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec(num_classes=1000))
+    with pytest.raises(UserError, match="--data.root"):
+        main(["--task", "cls", "--config", str(IMAGENET), "--arch", arch, *QUIET])
+
+
+@pytest.mark.parametrize("override", ["--optim.opt=nosuchopt", "--optim.sched=nosuchsched", "--optim.lr=fast",
+                                      "--aug.auto_augment=nosuchaug", "--data.batch_size=many"])
+def test_bad_settings_fail_before_training(tmp_path, override):
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
+    with pytest.raises(ConfigError, match="invalid"):
+        main(["--task", "cls", "--arch", arch, f"--out_dir={tmp_path / 'out'}", override, *QUIET])
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_image_is_an_error_and_leaves_no_checkpoint(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "train" / "bee" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec(num_classes=3))
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="cannot read image file .*broken.JPEG"):
+        main(["--task", "cls", "--config", str(IMAGENET), "--arch", arch, f"--data.root={root}",
+              f"--out_dir={out}", "--trainer.max_epochs=1", "--data.batch_size=2", "--data.num_workers=0",
+              "--data.pin_memory=false", "--aug.mixup=0", "--aug.cutmix=0", *QUIET])
+    assert not list(out.rglob("*.ckpt")) and not list(out.rglob("model.pt"))
+    assert not (out / "cls-imagenet").exists()
+
+
+def test_unwritable_output_dir_is_an_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
+    with pytest.raises(UserError, match="cannot write to the output folder"):
+        main(["--task", "cls", "--arch", arch, f"--out_dir={blocker / 'sub'}", *QUIET])
+
+
+def test_task_is_required_and_checked():
+    with pytest.raises(UserError, match="--task is required"):
+        main([])
+    with pytest.raises(UserError, match="unknown"):
+        main(["--task", "detection"])
+
+
+# ----------------------------------------------------------------- architecture choice
+def test_default_arch_is_newest_searched_demo_spec(tmp_path):
+    cfg = load_config(DEMO, [f"--out_dir={tmp_path}"])
+    spec, source = default_spec(cfg)
+    assert spec == ArchSpec.load(REPO / "configs" / "train" / "demo_default_arch.yaml")
+    assert "default spec" in source
+    SearchSpace.load("demo").validate(spec)
+
+    space = SearchSpace.load("demo")
+    older, newer = space.make_spec(64, [3], [2] * 3, [2.0] * 3), space.make_spec(128, [5], [4] * 5, [3.0] * 5)
+    older.save(tmp_path / "search-a" / "arch.yaml")
+    newer.save(tmp_path / "search-b" / "arch.yaml")
+    os.utime(tmp_path / "search-a" / "arch.yaml", (time.time() - 100, time.time() - 100))
+    tiny_spec().save(tmp_path / "other-space" / "arch.yaml")           # not in the demo space
+    older.save(tmp_path / "a-training-run" / "arch.yaml")               # a training run: skipped
+    (tmp_path / "a-training-run" / "model.pt").write_bytes(b"")
+    assert default_spec(cfg)[0] == newer
+
+
+def test_lazy_build_for_the_search_callback():
+    module = ClassificationModule(None, lr=1e-3)
+    assert module.net is None
+    module.set_architecture(tiny_spec().to_dict())
+    module.configure_model()
+    assert module.hparams["spec"] == tiny_spec().to_dict()
+    assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+# ------------------------------------------------------------------------------- CLI
+def test_cli_trains_and_writes_its_files(tmp_path):
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
+    result = run_cli("train", "--task", "cls", "--arch", arch, f"--out_dir={tmp_path}", "--run_name=cli",
+                     "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+                     "--data.batch_size=16", "--trainer.enable_progress_bar=false",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "cli"
+    assert {"config.yaml", "arch.yaml", "best.ckpt", "last.ckpt", "model.pt", "wandb"} <= run_files(run)
+    assert "final metrics" in result.stdout and str(run / "model.pt") in result.stdout
+    assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    (tmp_path / "arch.yaml").write_text("family: vit\n")
+    result = run_cli("train", "--task", "cls", "--arch", str(tmp_path / "arch.yaml"), f"--out_dir={tmp_path}",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert "missing required field" in result.stderr
