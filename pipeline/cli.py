@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, Optional[str]]] = {
                "pipeline.search.command:main"),
     "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main"),
     "correlate": ("rank architectures with training-free proxies against a ground-truth file", "pipeline.correlate:main"),
-    "run": ("search, then retrain for classification and segmentation, in one command", None),
+    "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run:main"),
 }
 
 

@@ -20,6 +20,18 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used as given."""
 
 
+def resolve_path(path: str | Path) -> Path:
+    """A path as given (relative to the working directory), else relative to the repository.
+
+    Lets the shipped ``configs/...`` and ``data/...`` paths work from any working directory.
+    """
+    path = Path(path).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    repo = CONFIG_DIR.parent
+    return repo / path if (repo / path).exists() else path
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

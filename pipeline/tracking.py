@@ -39,3 +39,48 @@ def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Option
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(project=w.get("project") or "pipeline", group=w.get("group"), name=name or run_dir.name,
                        save_dir=str(run_dir), job_type=job_type, config=cfg)
+
+
+
+# What the stages hand each other, by kind: W&B artifact type.
+ARTIFACT_TYPES = {"arch": "architecture", "model": "model"}
+
+
+def artifact_name(kind: str, group: Optional[str], run_dir: Path) -> str:
+    """``<kind>-<group>-<run>``: unique across the stages of one ``pipeline run`` (its W&B group)."""
+    return "-".join(str(p) for p in (kind, group, run_dir.name) if p)
+
+
+def record_handoff(loggers, run_dir: Path, produced: Optional[tuple[str, Path]] = None,
+                   consumed: Optional[dict[str, Path]] = None) -> None:
+    """Log what a stage hands on (``produced``: kind and file) and what it was handed (kind: file).
+
+    Stages meet through files (``arch.yaml``, ``model.pt``); logging them as W&B artifacts makes
+    each hand-off visible in the group. Online, a consumed file is declared with ``use_artifact``
+    under the name its producer logged it with (W&B draws the lineage); W&B cannot use artifacts
+    offline, so there its path and SHA-256 go into the run's config, enough to match it later.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    wb = next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
+    if wb is None:
+        return
+    import hashlib
+
+    import wandb
+
+    run = wb.experiment
+    for kind, path in (consumed or {}).items():
+        path = Path(path)
+        if run.settings.mode == "offline":
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            run.config.update({"handoff": {kind: {"path": str(path), "sha256": digest}}}, allow_val_change=True)
+        else:
+            art = wandb.Artifact(artifact_name(kind, run.group, path.parent), type=ARTIFACT_TYPES[kind])
+            art.add_file(str(path))
+            run.use_artifact(art)
+    if produced is not None:
+        kind, path = produced
+        art = wandb.Artifact(artifact_name(kind, run.group, run_dir), type=ARTIFACT_TYPES[kind])
+        art.add_file(str(path))
+        run.log_artifact(art)

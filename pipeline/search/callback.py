@@ -193,12 +193,15 @@ def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec
         return
     import wandb
 
+    from pipeline.tracking import ARTIFACT_TYPES, artifact_name
+
     columns = ["generation", "arch", "score", "rank_value", "valid", "reason", "params_m", "flops_m", "seconds"]
     data = [[c.generation, c.spec.short(), c.score, c.rank_value, c.valid, c.reason, c.params_m, c.flops_m,
              c.seconds] for c in candidates]
     logger.log_table("search/candidates", columns=columns, data=data)
     logger.log_image("search/plots", [str(out / "pareto.png"), str(out / "convergence.png")],
                      caption=["score vs params", "convergence"])
-    artifact = wandb.Artifact(f"arch-{out.name}", type="architecture", metadata=best.to_dict())
+    artifact = wandb.Artifact(artifact_name("arch", logger.experiment.group, out), type=ARTIFACT_TYPES["arch"],
+                              metadata=best.to_dict())
     artifact.add_file(str(out / "arch.yaml"))
     logger.experiment.log_artifact(artifact)

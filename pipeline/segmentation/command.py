@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, save_config
+from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
 from pipeline.space.spec import ArchSpec, SpecError
 
 DEFAULT_CONFIG = CONFIG_DIR / "train" / "seg_demo.yaml"
@@ -40,7 +40,7 @@ Lightning. Without arguments: the embedded demo scenes (data/seg_demo), a few CP
                          --trainer.devices=8 --trainer.strategy=ddp --eval.mode=slide --wandb.mode=disabled
 
 Outputs in <out_dir>/<run_name>/: config.yaml (resolved), arch.yaml, best.ckpt (best val mIoU),
-last.ckpt, metrics.json, val_examples.png; W&B run (offline by default) under wandb/.
+last.ckpt, metrics.json, val_examples.png, csv/version_N/metrics.csv; W&B run (offline by default) under wandb/.
 Multi-GPU: --trainer.devices=N --trainer.strategy=ddp (heads switch to SyncBN on CUDA).
 """
 
@@ -100,15 +100,6 @@ def resolve_spec(cfg: dict[str, Any], arch_opt: Optional[str], ckpt: Optional[st
         if path.is_file():
             return ArchSpec.load(path), str(path.relative_to(CONFIG_DIR.parent))
     raise UserError("no architecture given: pass --arch checkpoints/<search run>/arch.yaml")
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A path as given (relative to the working directory), else relative to the repository."""
-    path = Path(path).expanduser()
-    if path.exists() or path.is_absolute():
-        return path
-    repo = CONFIG_DIR.parent
-    return repo / path if (repo / path).exists() else path
 
 
 def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
@@ -191,13 +182,15 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     import pipeline.segmentation  # noqa: F401  (compat + registrations before anything from mmseg)
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
 
     from pipeline.data.errors import DataError
     from pipeline.segmentation.checkpoint import init_backbone
     from pipeline.segmentation.datamodule import SegDataModule
     from pipeline.segmentation.datasets import check_split, dataset_meta, resolve_root
     from pipeline.segmentation.module import SegmentationModule
-    from pipeline.tracking import wandb_logger
+    from pipeline.tracking import record_handoff, wandb_logger
+    from pipeline.utils.io import atomic_write_text
 
     name = str(cfg["run_name"]).strip()
     if not name or "/" in name:
@@ -239,14 +232,17 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     init_report = init_backbone(module.backbone, ckpt) if ckpt else None
     datamodule = SegDataModule(d, seed=int(cfg["seed"]))
 
+    # csv/version_N/metrics.csv: one folder per invocation (the report draws its curves from it)
+    loggers = [CSVLogger(save_dir=str(out), name="csv")]
     logger = wandb_logger(cfg, out, job_type="train-seg")
+    if logger:
+        loggers.append(logger)
     callbacks = [ModelCheckpoint(dirpath=out, filename="best", monitor="val/mIoU", mode="max", save_last=True,
                                  auto_insert_metric_name=False, enable_version_counter=False)]
-    if logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    callbacks.append(LearningRateMonitor(logging_interval="step"))
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     try:
-        trainer = Trainer(**cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(out),
+        trainer = Trainer(**cfg["trainer"], logger=loggers, callbacks=callbacks, default_root_dir=str(out),
                           enable_model_summary=False)
     except TypeError as e:  # an unknown trainer.* key
         raise ConfigError(f"bad trainer section: {e}") from e
@@ -275,7 +271,8 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
                    "per_class_IoU": per_class, "majority_baseline": baseline, "checkpoint": best or None,
                    "arch": spec.to_dict(), "arch_source": source, "backbone_init": init_report,
                    "steps": trainer.global_step, "wall_time_s": round(time.time() - t0, 1)}
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+        record_handoff(trainer.loggers, out, consumed={"model": Path(ckpt)} if ckpt else None)
         width = max(len(c) for c in per_class) if per_class else 5
         print("per-class IoU (val):")
         for name, v in per_class.items():

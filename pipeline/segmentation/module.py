@@ -145,7 +145,7 @@ class SegmentationModule(LightningModule):
 
         from pathlib import Path
 
-        log_examples(self.logger, self._examples, self.classes, self.palette, step=self.global_step,
+        log_examples(self.loggers, self._examples, self.classes, self.palette, step=self.global_step,
                      out_dir=Path(self.trainer.default_root_dir))
 
     # ---------------------------------------------------------------- optimiser

@@ -45,7 +45,7 @@ def sheet(examples: list[dict[str, Any]], palette, max_side: int = 256) -> Image
     return Image.fromarray(np.concatenate(rows, 0))
 
 
-def log_examples(logger, examples: list[dict[str, Any]], classes: Sequence[str], palette, step: int,
+def log_examples(loggers, examples: list[dict[str, Any]], classes: Sequence[str], palette, step: int,
                  out_dir: Optional[Path] = None) -> None:
     """Log to W&B (interactive masks + the rendered sheet) and/or save ``val_examples.png``."""
     if not examples:
@@ -54,7 +54,7 @@ def log_examples(logger, examples: list[dict[str, Any]], classes: Sequence[str],
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         rendered.save(out_dir / "val_examples.png")
-    log_image = getattr(logger, "log_image", None)
+    log_image = next((lg.log_image for lg in loggers if hasattr(lg, "log_image")), None)  # the W&B one
     if log_image is None:
         return
     labels = {i: str(c).strip() for i, c in enumerate(classes)}

@@ -10,7 +10,8 @@ runs ``Trainer.fit`` and writes to ``<out_dir>/<run_name>/``:
   plain types and tensors (``torch.load(path, weights_only=True)`` works); ``--resume``
   continues from ``last.ckpt``;
 * ``model.pt``: the best weights as a plain ``state_dict`` with the spec and metrics, what the
-  segmentation task loads as its backbone (:func:`pipeline.classification.load_exported`);
+  segmentation task loads as its backbone (:func:`pipeline.classification.load_exported`),
+  also logged to W&B as the ``model`` artifact; ``metrics.json``: the final validation metrics;
 * ``csv/version_N/metrics.csv`` (one per invocation) and, unless disabled, an offline W&B run
   in ``wandb/``.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import math
 import os
@@ -46,8 +48,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, save_config
+from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
 from pipeline.space.spec import ArchSpec, SpecError
+from pipeline.tracking import record_handoff
+from pipeline.utils.io import atomic_write_text
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
 DEFAULT_CONFIG = TRAIN_CONFIGS / "cls_demo.yaml"
@@ -74,7 +78,8 @@ With no options: retrain on the embedded Fashion-MNIST demo set on the CPU (a fe
 Several GPUs: --trainer.devices=8 --trainer.strategy=ddp; nodes: --trainer.num_nodes=N, with the
 command started on every node (SLURM srun or torchrun).
 Outputs in <out_dir>/<run_name>/: best.ckpt, last.ckpt (Lightning), model.pt (spec + state_dict,
-the segmentation backbone), arch.yaml, config.yaml, csv/version_N/metrics.csv, wandb/ (offline).
+the segmentation backbone), metrics.json, arch.yaml, config.yaml, csv/version_N/metrics.csv,
+wandb/ (offline).
 """
 
 
@@ -118,14 +123,6 @@ def main(argv: list[str]) -> int:
 
 
 # -------------------------------------------------------------------- the spec
-def _resolve_path(path: str | Path) -> Path:
-    """A path as given (relative to the working directory), else relative to the repository."""
-    path = Path(path).expanduser()
-    if path.exists() or path.is_absolute():
-        return path
-    return REPO / path if (REPO / path).exists() else path
-
-
 def _is_training_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in CHECKPOINTS)
 
@@ -147,9 +144,15 @@ def default_spec(cfg: dict[str, Any], skip: Optional[Path] = None) -> tuple[Arch
             return space.validate(ArchSpec.load(path)), f"{path} (newest searched {space.name!r} spec)"
         except (SpecError, OSError):
             continue
-    fallback = _resolve_path(d["fallback"])
+    fallback = resolve_path(d["fallback"])
     spec = space.validate(ArchSpec.load(fallback))
     return spec, f"{fallback} (default spec: no searched {space.name!r} spec under {search_dir}/)"
+
+
+def _spec_file(source: str) -> Optional[Path]:
+    """The file a spec was read from, where ``source`` (as :func:`resolve_spec` words it) names one."""
+    path = resolve_path(source.split(" (", 1)[0])
+    return path if path.is_file() else None
 
 
 def _inline_spec(arch: Any) -> tuple[Optional[ArchSpec], str]:
@@ -160,14 +163,14 @@ def _inline_spec(arch: Any) -> tuple[Optional[ArchSpec], str]:
 
         return as_spec(arch), "the config's inline `arch`"
     if isinstance(arch, str):
-        return ArchSpec.load(_resolve_path(arch)), arch
+        return ArchSpec.load(resolve_path(arch)), arch
     raise SpecError(f"config `arch` must be a spec mapping, a spec file path or null, got {type(arch).__name__}")
 
 
 def resolve_spec(cfg: dict[str, Any], arch_path: Optional[str], run_dir: Path,
                  resume: bool) -> tuple[ArchSpec, str]:
     if arch_path is not None:
-        explicit, source = ArchSpec.load(_resolve_path(arch_path)), arch_path
+        explicit, source = ArchSpec.load(resolve_path(arch_path)), arch_path
     else:
         explicit, source = _inline_spec(cfg.get("arch"))
     if resume:
@@ -439,6 +442,12 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if trainer.global_rank == 0:
             model_pt = export_model(run_dir / "model.pt", spec, module.net, metrics)
+            atomic_write_text(run_dir / "metrics.json", json.dumps(
+                {**metrics, "checkpoint": best or None, "epochs": trainer.current_epoch,
+                 "arch_source": source, "wall_time_s": round(time.time() - started, 1)}, indent=2))
+            spec_file = _spec_file(source)
+            record_handoff(trainer.loggers, run_dir, produced=("model", model_pt),
+                           consumed={"arch": spec_file} if spec_file else None)
             _report(trainer, metrics, run_dir, model_pt, best, time.time() - started)
     except DataError as e:
         _cleanup(run_dir, created, started, written)
