@@ -6,6 +6,7 @@ overridable from the command line. Unknown keys are errors (a typo must never be
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -68,7 +69,10 @@ def parse_overrides(args: Iterable[str]) -> list[tuple[list[str], Any]]:
 
 
 def _parse_value(raw: str) -> Any:
-    """YAML scalar/list, except that ``1e-3`` (a string to YAML 1.1) is a float, as users mean."""
+    """YAML scalar/list, except that ``1e-3`` (a string to YAML 1.1) is a float, as users mean,
+    and ``None`` (how a W&B agent writes a null parameter) is null."""
+    if raw == "None":
+        return None
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
@@ -117,9 +121,24 @@ def pop_option(argv: list[str], flag: str, default: Any = None) -> tuple[Any, li
     return value, rest
 
 
+def expand_run_name(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``{wandb_run_id}`` in ``run_name``: each run of a W&B sweep then writes its own folder.
+
+    The agent gives every run it starts its id in ``WANDB_RUN_ID``; outside an agent a timestamp
+    stands in.
+    """
+    name = cfg.get("run_name")
+    if isinstance(name, str) and "{wandb_run_id}" in name:
+        import time
+
+        run_id = os.environ.get("WANDB_RUN_ID") or time.strftime("%Y%m%d-%H%M%S")
+        cfg = dict(cfg, run_name=name.replace("{wandb_run_id}", run_id))
+    return cfg
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Load a YAML config and apply ``--section.key=value`` overrides."""
-    return apply_overrides(load_yaml(path), parse_overrides(overrides))
+    return expand_run_name(apply_overrides(load_yaml(path), parse_overrides(overrides)))
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> Path:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import (CONFIG_DIR, ConfigError, apply_overrides, load_yaml, parse_overrides, pop_option,
-                             resolve_path, save_config)
+from pipeline.config import (CONFIG_DIR, ConfigError, apply_overrides, expand_run_name, load_yaml, parse_overrides,
+                             pop_option, resolve_path, save_config)
 from pipeline.utils.io import atomic_write_text
 
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
@@ -87,7 +87,8 @@ def load_run_config(path: str | Path, argv: list[str]) -> dict[str, Any]:
             cfg[stage] = apply_overrides(base, _leaves(extra, base))
         except ConfigError as e:
             raise ConfigError(f"in `{stage}`: {e}") from None
-    return apply_overrides(cfg, [o for o in overrides if o[0][0] in STAGES and len(o[0]) > 1])
+    cfg = apply_overrides(cfg, [o for o in overrides if o[0][0] in STAGES and len(o[0]) > 1])
+    return expand_run_name(cfg)
 
 
 def stage_config(cfg: dict[str, Any], stage: str, run_dir: Path) -> dict[str, Any]:

@@ -96,6 +96,28 @@ def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     return search, out
 
 
+SCORING_KEYS = ("space", "proxy", "probe")  # settings that change a candidate's score
+
+
+def check_resumable(cfg: dict[str, Any], out: Path) -> None:
+    """Refuse to resume a search whose cached scores came from other scoring settings.
+
+    ``candidates.jsonl`` is a cache keyed by spec alone; reusing it under another proxy, probe or
+    space would silently mix incomparable scores. (Strategy, seed and limits may change: they
+    only pick which specs are scored.)
+    """
+    saved = out / "config.yaml"
+    if not (out / "candidates.jsonl").is_file() or not saved.is_file():
+        return
+    import yaml
+
+    old = yaml.safe_load(saved.read_text()) or {}
+    changed = [k for k in SCORING_KEYS if old.get(k) != cfg.get(k)]
+    if changed:
+        raise UserError(f"{out} holds a search scored with other {'/'.join(changed)} settings; rerunning "
+                        "there would mix incomparable scores. Use another --run_name, or delete the folder")
+
+
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
@@ -103,6 +125,7 @@ def main(argv: list[str]) -> int:
     config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
     cfg = load_config(config_path, argv)
     search, out = build_search(cfg)
+    check_resumable(cfg, out)
     logger = wandb_logger(cfg, out, job_type="search")
     trainer = Trainer(**cfg["trainer"], max_epochs=0, logger=logger, callbacks=[search],
                       enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out))
