@@ -34,7 +34,7 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    path = resolve_path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; see configs/ for the shipped ones")
     try:

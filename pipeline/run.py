@@ -107,6 +107,22 @@ def stage_config(cfg: dict[str, Any], stage: str, run_dir: Path) -> dict[str, An
     return c
 
 
+def preflight(cfg: dict[str, Any]) -> None:
+    """Check the later stages' data roots now, not after an hours-long search.
+
+    Each stage validates its data fully when it starts; this only catches a missing root early.
+    """
+    roots = []
+    if "cls" in cfg["stages"] and cfg["cls"]["data"].get("source") == "folder":
+        roots.append(("cls.data.root", cfg["cls"]["data"].get("root")))
+    if "seg" in cfg["stages"] and cfg["seg"]["data"].get("data_root") is not None:
+        roots.append(("seg.data.data_root", cfg["seg"]["data"]["data_root"]))
+    for key, root in roots:
+        if not root or not resolve_path(root).is_dir():
+            raise UserError(f"--{key}={root}: no such dataset folder; pass --{key}=/path/to/dataset "
+                            "(see the README's 'Real data' section for the layouts)")
+
+
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
@@ -153,6 +169,7 @@ def main(argv: list[str]) -> int:
     name = str(cfg["run_name"]).strip()
     if not name or "/" in name:
         raise ConfigError(f"run_name={cfg['run_name']!r} must be a non-empty folder name")
+    preflight(cfg)
     run_dir = Path(cfg["out_dir"]) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")

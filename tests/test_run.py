@@ -98,3 +98,13 @@ def test_search_refuses_to_mix_scores_of_another_proxy(tmp_path):
     check_resumable(dict(cfg, seed=3), out)   # another seed only picks other specs: fine
     with pytest.raises(UserError, match="proxy"):
         check_resumable(dict(cfg, proxy={**cfg["proxy"], "name": "ntk_cond"}), out)
+
+
+def test_missing_data_roots_fail_before_the_search(tmp_path):
+    real = REPO / "configs/run/autoformer_tiny_imagenet_ade20k.yaml"
+    done = run_cli("run", "--config", str(real), f"--out_dir={tmp_path}", f"--search.probe.root={tmp_path}")
+    assert done.returncode == 2 and "--cls.data.root=None: no such dataset folder" in done.stderr
+    done = run_cli("run", "--config", str(real), f"--out_dir={tmp_path}", f"--cls.data.root={tmp_path}",
+                   "--seg.data.data_root=/no/such/ade")
+    assert done.returncode == 2 and "--seg.data.data_root=/no/such/ade" in done.stderr
+    assert not list(tmp_path.iterdir())   # nothing was started

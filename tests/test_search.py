@@ -100,6 +100,30 @@ def test_failed_candidates_are_recorded_and_skipped(tmp_path, flaky_proxy):
     assert count_params(search.chosen) == max(r["score"] for r in valid)
 
 
+@pytest.mark.parametrize("proxy,attempts", [("vintk", 2), ("dss", 1)])
+def test_out_of_memory_retries_with_smaller_blocks_where_the_proxy_has_them(tmp_path, monkeypatch, proxy, attempts):
+    import pipeline.search.callback as callback
+    from pipeline.proxies.registry import ProxyScore
+
+    seen = []
+
+    def fake(name, spec, images, labels, *, seed, device, options):
+        seen.append(options.get("max_chunk_elems"))
+        if len(seen) == 1 or name == "dss":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return ProxyScore(name, 1.5, True)
+
+    monkeypatch.setattr(callback, "compute_proxy", fake)
+    search = ArchitectureSearch("demo", tmp_path, (torch.randn(2, 3, 32, 32), torch.arange(2)), proxy=proxy)
+    spec = SearchSpace.load("demo").sample(random.Random(0))
+    c = search._score(spec, 0, *search.probe, torch.device("cpu"))
+    assert len(seen) == attempts
+    if proxy == "vintk":
+        assert c.valid and c.score == 1.5 and seen == [None, 32 * 2 ** 20 // 8]
+    else:
+        assert not c.valid and c.reason.startswith("out of memory: CUDA out of memory")
+
+
 def _files(out):
     return {p.name for p in out.iterdir()}
 

@@ -244,6 +244,29 @@ def test_lazy_build_for_the_search_callback():
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_search_callback_attached_to_a_training_run(tmp_path):
+    """The search runs before fitting, probes with the DataModule's images, and the module trains
+    the chosen spec."""
+    from lightning.pytorch import Trainer
+
+    from pipeline.classification import ClassificationDataModule
+    from pipeline.search import ArchitectureSearch
+
+    search = ArchitectureSearch("demo", tmp_path / "search", proxy="params", strategy="random",
+                                strategy_options={"samples": 4}, probe_size=6)
+    module = ClassificationModule(None, lr=1e-3, epochs=1)
+    dm = ClassificationDataModule(source="demo", image_size=32, batch_size=4)
+    trainer = Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
+                      callbacks=[search], enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    assert search.chosen is not None and ArchSpec.load(tmp_path / "search" / "arch.yaml") == search.chosen
+    assert module.spec == search.chosen and trainer.global_step == 2
+    assert sum(p.numel() for p in module.net.parameters()) == round(max(c.params_m for c in search.candidates) * 1e6)
+    images, labels = search._probe_batch(trainer)
+    assert images.shape == (6, 3, 32, 32) and labels.shape == (6,)
+
+
 # ------------------------------------------------------------------------------- CLI
 def test_cli_trains_and_writes_its_files(tmp_path):
     arch = write_spec(tmp_path / "arch.yaml", tiny_spec())

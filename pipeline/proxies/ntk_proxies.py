@@ -65,7 +65,9 @@ def _minimal_training(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 
 # ---------------------------------------------------------------- TE-NAS NTK statistics
-_NTK_DEFAULTS = dict(reduction="sum", params="weights", train_mode=False)  # TE-NAS: weights only
+# TE-NAS: weights only. max_chunk_elems caps one per-sample gradient block (memory, not the
+# value); the search lowers it after an out-of-memory error.
+_NTK_DEFAULTS = dict(reduction="sum", params="weights", train_mode=False, max_chunk_elems=32 * 2 ** 20)
 
 
 @register("ntk_cond", higher_is_better=False, description="NTK condition number (TE-NAS)", **_NTK_DEFAULTS)
@@ -131,11 +133,12 @@ def vintk_score(theta: torch.Tensor, n_views: int, statistic_name: str = "cond",
     raise ValueError(f"unknown combine {combine!r}; use stacked, sum or mean")
 
 
-# Chosen by the ablation in docs/vintk_ablation.md (200 AutoFormer-T architectures): an
+# Chosen by the ablation in docs/proxies.md (table: docs/vintk_ablation_table.md) (200 AutoFormer-T architectures): an
 # Adam-like per-tensor normalised kernel of the weights on the images and their top frequency
 # band (weight 1/2), scored by its mean log eigenvalue.
 VINTK_DEFAULTS = dict(views=["identity", "band2of3"], statistic="logdet", combine="sum", weights=[1.0, 0.5],
-                      reduction="sum", params="weights", normalize=True, train_mode=False)
+                      reduction="sum", params="weights", normalize=True, train_mode=False,
+                      max_chunk_elems=32 * 2 ** 20)
 
 
 @register("vintk", higher_is_better=True,

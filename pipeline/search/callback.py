@@ -38,18 +38,22 @@ class ArchitectureSearch(Callback):
         proxy: registered proxy name (ViNTK by default); ``proxy_options`` override its defaults.
         strategy: "evolution" or "random"; ``strategy_options`` e.g. population, generations.
         limits: min/max params and FLOPs (millions).
-        probe: how to get the probe batch: ``(images, labels)`` tensors, or a callable
-            ``probe(spec) -> (images, labels)`` evaluated once for the space's geometry.
+        probe: how to get the probe batch: ``(images, labels)`` tensors, a callable
+            ``probe(spec) -> (images, labels)`` evaluated once for the space's geometry, or None:
+            the first ``probe_size`` images of the Trainer's LightningDataModule training loader
+            (the search attached to a training run probes with the data it will train on).
+        probe_size: images taken from the DataModule when ``probe`` is None.
         seed: seeds the strategy; ``init_seed`` seeds every network's initialisation.
     """
 
-    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe, proxy: str = "vintk",
+    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "vintk",
                  proxy_options: Optional[dict[str, Any]] = None, strategy: str = "evolution",
                  strategy_options: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
-                 seed: int = 0, init_seed: int = 0) -> None:
+                 seed: int = 0, init_seed: int = 0, probe_size: int = 8) -> None:
         self.space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
         self.out_dir = Path(out_dir)
         self.probe = probe
+        self.probe_size = int(probe_size)
         self.proxy = proxy
         self.proxy_info = get_proxy(proxy)
         self.proxy_options = dict(proxy_options or {})
@@ -71,10 +75,28 @@ class ArchitectureSearch(Callback):
             pl_module.set_architecture(self.chosen)
 
     # ------------------------------------------------------------------------ the search
+    def _probe_batch(self, trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        if callable(self.probe):
+            return self.probe(self.space.extreme_spec(False))
+        if self.probe is not None:
+            return self.probe
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None:
+            raise ValueError("ArchitectureSearch has no probe batch: pass probe=(images, labels) or fit "
+                             "with a LightningDataModule (its training loader provides the probe)")
+        images, labels, count = [], [], 0
+        for x, y in datamodule.train_dataloader():   # set up already: Lightning calls it before callbacks
+            images.append(x)
+            labels.append(y)
+            count += len(x)
+            if count >= self.probe_size:
+                break
+        return torch.cat(images)[: self.probe_size], torch.cat(labels)[: self.probe_size]
+
     def run(self, trainer: Trainer) -> ArchSpec:
         rank, world = trainer.global_rank, trainer.world_size
         device = trainer.strategy.root_device
-        images, labels = self.probe(self.space.extreme_spec(False)) if callable(self.probe) else self.probe
+        images, labels = self._probe_batch(trainer)
         store = CandidateStore(self.out_dir / "candidates.jsonl", writable=rank == 0)
         strategy = make_strategy(self.strategy_name, self.space, self.limits, self.seed, **self.strategy_options)
         resumed = len(store.by_spec)
@@ -127,7 +149,10 @@ class ArchitectureSearch(Callback):
                 reason = f"out of memory: {str(e).splitlines()[0]}"
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                options["max_chunk_elems"] = options.get("max_chunk_elems", 32 * 2 ** 20) // 8
+                chunk = options.get("max_chunk_elems", get_proxy(self.proxy).defaults.get("max_chunk_elems"))
+                if chunk is None:  # nothing to shrink: this proxy holds no per-sample gradient blocks
+                    break
+                options["max_chunk_elems"] = int(chunk) // 8
             except Exception as e:  # a broken candidate must not end a long search
                 reason = f"{type(e).__name__}: {e}"
                 break
