@@ -1,7 +1,8 @@
 """Weights & Biases logging for every stage: offline by default, never prompting.
 
-Offline runs need no account and land in ``<run dir>/wandb/`` (sync later with ``wandb sync``);
-online mode is used only when asked for and fails fast, before any work, without a login.
+Offline runs need no account and land in ``<run dir>/wandb/`` (sync later with ``wandb sync``).
+The default mode ``auto`` logs online when the user is logged in and offline otherwise, never
+prompting; ``online`` asked for without a login fails fast, before any work.
 """
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ def _logged_in() -> bool:
 def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Optional[str] = None):
     """A Lightning ``WandbLogger`` from the config's ``wandb`` section, or False when disabled.
 
-    Keys: enabled (bool), mode (offline | online | disabled), project, group.
-    An explicit WANDB_MODE in the environment (as sweep agents set) wins over the config.
+    Keys: enabled (bool), mode (auto | offline | online | disabled), project, group. ``auto``:
+    online when the user is logged in (``wandb login`` or WANDB_API_KEY), else offline.
+    An explicit WANDB_MODE in the environment wins over the config.
     """
     w = cfg.get("wandb") or {}
     if not w.get("enabled", True) or w.get("mode") == "disabled":
         return False
-    mode = os.environ.setdefault("WANDB_MODE", w.get("mode") or "offline")
+    mode = w.get("mode") or "auto"
+    if mode == "auto":
+        mode = "online" if _logged_in() else "offline"
+    mode = os.environ.setdefault("WANDB_MODE", mode)
     if mode == "online" and not _logged_in():
         raise UserError("wandb.mode=online needs a W&B login (`wandb login` or WANDB_API_KEY); "
                         "use --wandb.mode=offline to log locally")
