@@ -208,3 +208,23 @@ def test_backbone_parameter_set_excludes_the_head():
     names = [k for k, _ in selected_parameters(model, "backbone")]
     assert names and not any(k.startswith("head.") for k in names)
     assert len(names) == len(list(model.parameters())) - 2
+
+
+def test_ntk_proxy_values_equal_a_brute_force_kernel():
+    """ntk_cond / ntk_trace / ntk_fro / lga from the registry against a kernel built by hand:
+    per-sample gradients of the summed logits w.r.t. every linear/conv kernel, in float64."""
+    spec = SearchSpace.load("demo").extreme_spec(False)
+    x, y = probe_batch(5, 32, source="demo")
+    model = disable_fused_attention(build_model(spec, seed=7)).double().eval()
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    jac = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(model(x[i:i + 1].double()).sum(), weights)])
+                       for i in range(len(x))])
+    theta = jac @ jac.T
+    eig = torch.linalg.eigvalsh(theta)
+    same = (y[:, None] == y[None, :]).double() * 2 - 1
+    t, lab = theta - theta.mean(), same - same.mean()
+    expected = {"ntk_cond": float(eig[-1] / eig[0]), "ntk_trace": float(theta.trace()),
+                "ntk_fro": float(theta.norm()), "lga": float((t * lab).sum() / (t.norm() * lab.norm()))}
+    for name, value in expected.items():
+        got = compute_proxy(name, spec, x, y, seed=7)
+        assert got.valid and got.value == pytest.approx(value, rel=2e-3), name
