@@ -228,11 +228,18 @@ def test_default_arch_is_newest_searched_demo_spec(tmp_path):
     older, newer = space.make_spec(64, [3], [2] * 3, [2.0] * 3), space.make_spec(128, [5], [4] * 5, [3.0] * 5)
     older.save(tmp_path / "search-a" / "arch.yaml")
     newer.save(tmp_path / "search-b" / "arch.yaml")
+    for folder in ("search-a", "search-b", "other-space"):   # what a search writes beside arch.yaml
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "candidates.jsonl").write_text("")
     os.utime(tmp_path / "search-a" / "arch.yaml", (time.time() - 100, time.time() - 100))
     tiny_spec().save(tmp_path / "other-space" / "arch.yaml")           # not in the demo space
     older.save(tmp_path / "a-training-run" / "arch.yaml")               # a training run: skipped
     (tmp_path / "a-training-run" / "model.pt").write_bytes(b"")
     assert default_spec(cfg)[0] == newer
+    newest = space.make_spec(96, [4], [2] * 4, [4.0] * 4)       # a `pipeline run` search, one level deeper
+    newest.save(tmp_path / "run-x" / "search" / "arch.yaml")
+    (tmp_path / "run-x" / "search" / "candidates.jsonl").write_text("")
+    assert default_spec(cfg)[0] == newest
 
 
 def test_lazy_build_for_the_search_callback():

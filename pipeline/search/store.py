@@ -74,3 +74,26 @@ class CandidateStore:
             f.write(c.to_json() + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def newest_searched_spec(out_dir: str | Path, space) -> Optional[Path]:
+    """The newest ``arch.yaml`` a search wrote under ``out_dir`` whose spec is in ``space``.
+
+    Looks at ``<out_dir>/*/arch.yaml`` (``python -m pipeline search``) and
+    ``<out_dir>/*/search/arch.yaml`` (``python -m pipeline run``); a search's folder holds its
+    ``candidates.jsonl``, which tells it from a training run (those write ``arch.yaml`` too).
+    """
+    from pipeline.space import SpecError
+
+    found = []
+    for pattern in ("*/arch.yaml", "*/search/arch.yaml"):
+        for path in Path(out_dir).glob(pattern):
+            if not (path.parent / "candidates.jsonl").is_file():
+                continue
+            try:
+                space.validate(ArchSpec.load(path))
+            except (SpecError, OSError):
+                continue
+            found.append((path.stat().st_mtime, str(path)))
+    return Path(max(found)[1]) if found else None
+

@@ -40,30 +40,12 @@ Lightning. Without arguments: the embedded demo scenes (data/seg_demo), a few CP
                          --trainer.devices=8 --trainer.strategy=ddp --eval.mode=slide --wandb.mode=disabled
 
 Outputs in <out_dir>/<run_name>/: config.yaml (resolved), arch.yaml, best.ckpt (best val mIoU),
-last.ckpt, metrics.json, val_examples.png, csv/version_N/metrics.csv; W&B run (offline by default) under wandb/.
+last.ckpt, metrics.json, val_examples.png, csv/version_N/metrics.csv; W&B run (online when logged in, else offline) under wandb/.
 Multi-GPU: --trainer.devices=N --trainer.strategy=ddp (heads switch to SyncBN on CUDA).
 """
 
 
 # --------------------------------------------------------------------------- architecture
-def newest_search_arch(out_dir: Path, space: str = "demo") -> Optional[Path]:
-    """Newest ``<out_dir>/*/arch.yaml`` written by a search (a candidates.jsonl beside it) whose
-    spec belongs to ``space`` (training runs also write arch.yaml; they are skipped)."""
-    from pipeline.space import SearchSpace
-
-    space_obj = SearchSpace.load(space)
-    found = []
-    for path in Path(out_dir).glob("*/arch.yaml"):
-        if not (path.parent / "candidates.jsonl").exists():
-            continue
-        try:
-            space_obj.validate(ArchSpec.load(path))
-        except (SpecError, OSError):
-            continue
-        found.append((path.stat().st_mtime, str(path)))
-    return Path(max(found)[1]) if found else None
-
-
 def _explicit_spec(cfg: dict[str, Any], arch_opt: Optional[str]) -> tuple[Optional[ArchSpec], str]:
     if arch_opt:
         return ArchSpec.load(resolve_path(arch_opt)), f"--arch {arch_opt}"
@@ -93,7 +75,10 @@ def resolve_spec(cfg: dict[str, Any], arch_opt: Optional[str], ckpt: Optional[st
         from pipeline.segmentation.checkpoint import load_export
 
         return load_export(ckpt)[0], f"the backbone checkpoint {ckpt}"
-    newest = newest_search_arch(Path(cfg["out_dir"]))
+    from pipeline.search.store import newest_searched_spec
+    from pipeline.space import SearchSpace
+
+    newest = newest_searched_spec(cfg["out_dir"], SearchSpace.load("demo"))
     if newest is not None:
         return ArchSpec.load(newest), f"{newest} (newest demo-space search)"
     for path in DEFAULT_ARCHS:

@@ -123,27 +123,20 @@ def main(argv: list[str]) -> int:
 
 
 # -------------------------------------------------------------------- the spec
-def _is_training_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in CHECKPOINTS)
-
-
-def default_spec(cfg: dict[str, Any], skip: Optional[Path] = None) -> tuple[ArchSpec, str]:
+def default_spec(cfg: dict[str, Any]) -> tuple[ArchSpec, str]:
     """The newest searched spec of the config's ``default_arch.space``, else the fallback file."""
     d = cfg.get("default_arch")
     if not d:
         raise UserError("no architecture given: pass --arch checkpoints/<run>/arch.yaml (written by "
                         "`python -m pipeline search`) or set `arch:` in the config")
+    from pipeline.search.store import newest_searched_spec
     from pipeline.space import SearchSpace
 
     space = SearchSpace.load(d["space"])
     search_dir = Path(d.get("search_dir") or cfg["out_dir"])
-    found = [p for p in search_dir.glob("*/arch.yaml")
-             if p.parent != skip and not _is_training_run(p.parent)]
-    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            return space.validate(ArchSpec.load(path)), f"{path} (newest searched {space.name!r} spec)"
-        except (SpecError, OSError):
-            continue
+    newest = newest_searched_spec(search_dir, space)
+    if newest is not None:
+        return space.validate(ArchSpec.load(newest)), f"{newest} (newest searched {space.name!r} spec)"
     fallback = resolve_path(d["fallback"])
     spec = space.validate(ArchSpec.load(fallback))
     return spec, f"{fallback} (default spec: no searched {space.name!r} spec under {search_dir}/)"
@@ -183,7 +176,7 @@ def resolve_spec(cfg: dict[str, Any], arch_path: Optional[str], run_dir: Path,
             return trained, f"{run_arch} (the run being resumed)"
     if explicit is not None:
         return explicit, source
-    return default_spec(cfg, skip=run_dir)
+    return default_spec(cfg)
 
 
 # --------------------------------------------------------------------- checks
