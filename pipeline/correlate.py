@@ -203,8 +203,10 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     probe = dict(cfg.get("probe") or {})
     from pipeline.data.probe import SOURCES
 
-    if probe.get("source") not in SOURCES:
-        raise UserError(f"probe.source must be one of {list(SOURCES)}, got {probe.get('source')!r}")
+    if probe.get("source") not in (*SOURCES, "folder"):
+        raise UserError(f"probe.source must be one of {[*SOURCES, 'folder']}, got {probe.get('source')!r}")
+    if probe["source"] == "folder" and not probe.get("root"):
+        raise UserError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
     probe["n"] = _int("probe.n", probe.get("n"), 1)
     probe["image_size"] = _int("probe.image_size", probe.get("image_size"), 1, allow_none=True)
     probe["seed"] = _int("probe.seed", probe.get("seed", 0))
@@ -258,14 +260,17 @@ def prepare(cfg: dict[str, Any]) -> Plan:
 
 def _probe_batches(plan: Plan) -> dict[int, tuple[Any, Any]]:
     from pipeline.data.errors import DataError
-    from pipeline.data.probe import probe_batch
+    from pipeline.data.probe import folder_probe_batch, probe_batch
 
     probe = plan.cfg["probe"]
     sizes = {probe["image_size"] or e.spec.img_size for e in plan.entries}
     batches = {}
     for size in sorted(sizes):
         try:
-            batches[size] = probe_batch(probe["n"], size, seed=probe["seed"], source=probe["source"])
+            if probe["source"] == "folder":
+                batches[size] = folder_probe_batch(probe["root"], probe["n"], image_size=size, seed=probe["seed"])
+            else:
+                batches[size] = probe_batch(probe["n"], size, seed=probe["seed"], source=probe["source"])
         except (DataError, ValueError) as e:
             raise UserError(f"cannot build the probe batch (probe.source={probe['source']}, n={probe['n']}, "
                             f"image size {size}): {e}") from e

@@ -267,6 +267,22 @@ def test_fresh_and_bad_inputs_in_process(ground_truth, tmp_path, capsys):
         assert key in usage
 
 
+def test_probe_from_a_dataset_folder(ground_truth, tmp_path, capsys):
+    from PIL import Image
+
+    for c in ("ant", "bee"):
+        (tmp_path / "data" / "train" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 40), (100 * i, 50, 200)).save(tmp_path / "data" / "train" / c / f"{i}.JPEG")
+    args = ["correlate", f"--ground_truth={ground_truth}", "--probe.source=folder", "--probe.n=3",
+            "--proxies=ntk_trace", f"--output_dir={tmp_path / 'out'}", "--threads=1", "--limit=3"]
+    assert _main(*args, f"--probe.root={tmp_path / 'data'}") == 0
+    assert len(_scores(tmp_path / "out")) == 3
+    capsys.readouterr()
+    assert _main(*args[:-1], "--probe.root=null", f"--output_dir={tmp_path / 'out2'}") == 2
+    assert "--probe.root=" in capsys.readouterr().err
+
+
 def test_bad_input_subprocess(tmp_path):
     res = run_cli("correlate", f"--ground_truth={tmp_path / 'missing.json'}", "--proxies=params")
     assert res.returncode == 2
