@@ -87,12 +87,15 @@ def _search_section(run_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def _training_results(run_dir: Path, stage: str, panels: list[tuple[str, str, str]]):
+    """A training stage's ``metrics.json`` (empty until it finished) and its curves' PNG, if any."""
+    metrics = _read_json(run_dir / stage / "metrics.json") or {}
+    return metrics, _plot_curves(_csv_history(run_dir / stage), panels, run_dir / f"{stage}_curves.png")
+
+
 def _cls_section(run_dir: Path) -> list[str]:
-    d = run_dir / "cls"
-    metrics = _read_json(d / "metrics.json") or {}
-    rows = _csv_history(d)
-    curves = _plot_curves(rows, [("train/loss_epoch", "epoch", "train loss"), ("val/loss", "epoch", "val loss"),
-                                 ("val/top1", "epoch", "val top-1")], run_dir / "cls_curves.png")
+    metrics, curves = _training_results(run_dir, "cls", [
+        ("train/loss_epoch", "epoch", "train loss"), ("val/loss", "epoch", "val loss"), ("val/top1", "epoch", "val top-1")])
     lines = ["## 2. Classification retraining", ""]
     if metrics:
         shown = ", ".join(f"{k} **{v:.4f}**" for k, v in sorted(metrics.items())
@@ -108,11 +111,8 @@ def _cls_section(run_dir: Path) -> list[str]:
 
 
 def _seg_section(run_dir: Path) -> list[str]:
-    d = run_dir / "seg"
-    m = _read_json(d / "metrics.json") or {}
-    rows = _csv_history(d)
-    curves = _plot_curves(rows, [("train/loss", "step", "train loss"), ("val/mIoU", "step", "val mIoU")],
-                          run_dir / "seg_curves.png")
+    m, curves = _training_results(run_dir, "seg", [("train/loss", "step", "train loss"),
+                                                  ("val/mIoU", "step", "val mIoU")])
     lines = ["## 3. Segmentation retraining", ""]
     if m:
         base = m.get("majority_baseline") or {}
@@ -128,7 +128,7 @@ def _seg_section(run_dir: Path) -> list[str]:
         lines += ["Not finished yet.", ""]
     if curves:
         lines.append(f"![segmentation curves]({curves.name})")
-    if (d / "val_examples.png").is_file():
+    if (run_dir / "seg" / "val_examples.png").is_file():
         lines.append("![validation images | ground truth | prediction](seg/val_examples.png)")
     return lines + [""]
 

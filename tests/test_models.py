@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.groundtruth import load_ground_truth
 from pipeline.models import build_model, count_flops, count_params
-from pipeline.space import SearchSpace, available_spaces
+from pipeline.space import SearchSpace
 
 
 def _small_input(spec, batch=2):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import yaml

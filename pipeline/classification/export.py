@@ -47,8 +47,9 @@ def read_exported(path: str | Path) -> dict[str, Any]:
     except Exception as e:
         raise SpecError(f"exported model {path} cannot be read ({type(e).__name__}: {e})") from e
     if not isinstance(payload, dict) or not {"spec", "state_dict"} <= set(payload):
-        raise SpecError(f"exported model {path} is not a model.pt written by `train` "
-                        "(expected a mapping with 'spec' and 'state_dict')")
+        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise SpecError(f"{path} is not a classification export: expected a mapping with 'spec' and "
+                        f"'state_dict' (the model.pt of `train --task cls`), found {found}")
     return payload
 
 

@@ -6,7 +6,6 @@ the same (spec, probe batch, settings) share one kernel, as ``correlate`` does.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Optional, Sequence
 

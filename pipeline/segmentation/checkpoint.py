@@ -29,22 +29,13 @@ class CheckpointError(UserError):
 
 def load_export(path: Union[str, Path]) -> tuple[ArchSpec, dict[str, torch.Tensor], dict[str, Any]]:
     """Read a classification export: (spec, state_dict, the rest), with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone checkpoint {path} does not exist; pass the model.pt written by "
-                              "`python -m pipeline train --task cls` (<out_dir>/<run_name>/model.pt)")
+    from pipeline.classification.export import read_exported
+
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors of every kind
-        raise CheckpointError(f"cannot read backbone checkpoint {path}: {type(e).__name__}: {e}") from e
-    if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
-        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
-        raise CheckpointError(f"{path} is not a classification export: expected a dict with 'spec' and "
-                              f"'state_dict' (the model.pt of `train --task cls`), found {keys}")
-    try:
+        blob = read_exported(path)
         spec = ArchSpec.from_dict(dict(blob["spec"]))
     except (SpecError, TypeError) as e:
-        raise CheckpointError(f"{path}: its spec is invalid: {e}") from e
+        raise CheckpointError(f"backbone checkpoint: {e}") from e
     state = _strip_prefix(dict(blob["state_dict"]))
     rest = {k: v for k, v in blob.items() if k not in ("spec", "state_dict")}
     return spec, state, rest

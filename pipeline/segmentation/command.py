@@ -62,13 +62,12 @@ def _explicit_spec(cfg: dict[str, Any], arch_opt: Optional[str]) -> tuple[Option
 def resolve_spec(cfg: dict[str, Any], arch_opt: Optional[str], ckpt: Optional[str],
                  resume_dir: Optional[Path] = None) -> tuple[ArchSpec, str]:
     """(spec, where it came from), in the order documented in HELP; a resumed run keeps its own."""
+    from pipeline.train.command import resumed_spec
+
     explicit, source = _explicit_spec(cfg, arch_opt)
-    if resume_dir is not None and (resume_dir / "arch.yaml").is_file():
-        trained = ArchSpec.load(resume_dir / "arch.yaml")
-        if explicit is not None and explicit != trained:
-            raise UserError(f"--resume: {source} is not the architecture of {resume_dir} "
-                            f"({trained.short()}); drop --arch or pick another --run_name")
-        return trained, f"{resume_dir / 'arch.yaml'} (the run being resumed)"
+    resumed = resumed_spec(resume_dir, explicit, source) if resume_dir is not None else None
+    if resumed is not None:
+        return resumed
     if explicit is not None:
         return explicit, source
     if ckpt:

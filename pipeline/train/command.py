@@ -160,20 +160,27 @@ def _inline_spec(arch: Any) -> tuple[Optional[ArchSpec], str]:
     raise SpecError(f"config `arch` must be a spec mapping, a spec file path or null, got {type(arch).__name__}")
 
 
+def resumed_spec(run_dir: Path, explicit: Optional[ArchSpec], source: str) -> Optional[tuple[ArchSpec, str]]:
+    """The spec a run being resumed was trained with (both tasks): an explicit other one is an error."""
+    run_arch = run_dir / "arch.yaml"
+    if not run_arch.is_file():
+        return None
+    trained = ArchSpec.load(run_arch)
+    if explicit is not None and explicit != trained:
+        raise UserError(f"--resume: {source} is not the architecture of {run_dir} ({run_arch}: "
+                        f"{trained.short()}); drop --arch or pick another --run_name")
+    return trained, f"{run_arch} (the run being resumed)"
+
+
 def resolve_spec(cfg: dict[str, Any], arch_path: Optional[str], run_dir: Path,
                  resume: bool) -> tuple[ArchSpec, str]:
     if arch_path is not None:
         explicit, source = ArchSpec.load(resolve_path(arch_path)), arch_path
     else:
         explicit, source = _inline_spec(cfg.get("arch"))
-    if resume:
-        run_arch = run_dir / "arch.yaml"
-        if run_arch.is_file():
-            trained = ArchSpec.load(run_arch)
-            if explicit is not None and explicit != trained:
-                raise UserError(f"--resume: {source} is not the architecture of {run_dir} ({run_arch}: "
-                                f"{trained.short()}); drop --arch or pick another --run_name")
-            return trained, f"{run_arch} (the run being resumed)"
+    resumed = resumed_spec(run_dir, explicit, source) if resume else None
+    if resumed is not None:
+        return resumed
     if explicit is not None:
         return explicit, source
     return default_spec(cfg)
