@@ -176,10 +176,9 @@ def main(argv: list[str]) -> int:
 
     from pipeline.report import write_report
 
-    for stage in cfg["stages"]:
+    for stage in cfg["stages"]:   # the report is rewritten after each stage: a stopped run has one too
         run_stage(stage, stage_config(cfg, stage, run_dir), run_dir)
-        write_report(run_dir)
-    report = write_report(run_dir)
+        report = write_report(run_dir)
     print(f"[run] finished: {', '.join(cfg['stages'])}; report: {report}")
     return 0
 

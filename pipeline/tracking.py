@@ -1,4 +1,4 @@
-"""Weights & Biases logging for every stage: offline by default, never prompting.
+"""Weights & Biases logging for every stage: online when logged in, else offline, never prompting.
 
 Offline runs need no account and land in ``<run dir>/wandb/`` (sync later with ``wandb sync``).
 The default mode ``auto`` logs online when the user is logged in and offline otherwise, never
@@ -46,7 +46,6 @@ def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Option
                        save_dir=str(run_dir), job_type=job_type, config=cfg)
 
 
-
 # What the stages hand each other, by kind: W&B artifact type.
 ARTIFACT_TYPES = {"arch": "architecture", "model": "model"}
 
@@ -54,6 +53,17 @@ ARTIFACT_TYPES = {"arch": "architecture", "model": "model"}
 def artifact_name(kind: str, group: Optional[str], run_dir: Path) -> str:
     """``<kind>-<group>-<run>``: unique across the stages of one ``pipeline run`` (its W&B group)."""
     return "-".join(str(p) for p in (kind, group, run_dir.name) if p)
+
+
+def handoff_artifact(kind: str, group: Optional[str], path: Path, run_dir: Optional[Path] = None,
+                     metadata: Optional[dict[str, Any]] = None):
+    """The W&B artifact of one hand-off file, named after the stage folder that wrote it."""
+    import wandb
+
+    art = wandb.Artifact(artifact_name(kind, group, run_dir or path.parent), type=ARTIFACT_TYPES[kind],
+                         metadata=metadata)
+    art.add_file(str(path))
+    return art
 
 
 def record_handoff(loggers, run_dir: Path, produced: Optional[tuple[str, Path]] = None,
@@ -72,20 +82,16 @@ def record_handoff(loggers, run_dir: Path, produced: Optional[tuple[str, Path]] 
         return
     import hashlib
 
-    import wandb
-
     run = wb.experiment
+    offline: dict[str, dict[str, str]] = {}
     for kind, path in (consumed or {}).items():
         path = Path(path)
         if run.settings.mode == "offline":
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            run.config.update({"handoff": {kind: {"path": str(path), "sha256": digest}}}, allow_val_change=True)
+            offline[kind] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         else:
-            art = wandb.Artifact(artifact_name(kind, run.group, path.parent), type=ARTIFACT_TYPES[kind])
-            art.add_file(str(path))
-            run.use_artifact(art)
+            run.use_artifact(handoff_artifact(kind, run.group, path))
+    if offline:
+        run.config.update({"handoff": offline}, allow_val_change=True)
     if produced is not None:
         kind, path = produced
-        art = wandb.Artifact(artifact_name(kind, run.group, run_dir), type=ARTIFACT_TYPES[kind])
-        art.add_file(str(path))
-        run.log_artifact(art)
+        run.log_artifact(handoff_artifact(kind, run.group, Path(path), run_dir))

@@ -149,7 +149,7 @@ class ArchitectureSearch(Callback):
                 reason = f"out of memory: {str(e).splitlines()[0]}"
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                chunk = options.get("max_chunk_elems", get_proxy(self.proxy).defaults.get("max_chunk_elems"))
+                chunk = options.get("max_chunk_elems", self.proxy_info.defaults.get("max_chunk_elems"))
                 if chunk is None:  # nothing to shrink: this proxy holds no per-sample gradient blocks
                     break
                 options["max_chunk_elems"] = int(chunk) // 8
@@ -216,9 +216,7 @@ def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec
 
     if not isinstance(logger, WandbLogger):
         return
-    import wandb
-
-    from pipeline.tracking import ARTIFACT_TYPES, artifact_name
+    from pipeline.tracking import handoff_artifact
 
     columns = ["generation", "arch", "score", "rank_value", "valid", "reason", "params_m", "flops_m", "seconds"]
     data = [[c.generation, c.spec.short(), c.score, c.rank_value, c.valid, c.reason, c.params_m, c.flops_m,
@@ -226,7 +224,5 @@ def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec
     logger.log_table("search/candidates", columns=columns, data=data)
     logger.log_image("search/plots", [str(out / "pareto.png"), str(out / "convergence.png")],
                      caption=["score vs params", "convergence"])
-    artifact = wandb.Artifact(artifact_name("arch", logger.experiment.group, out), type=ARTIFACT_TYPES["arch"],
-                              metadata=best.to_dict())
-    artifact.add_file(str(out / "arch.yaml"))
-    logger.experiment.log_artifact(artifact)
+    logger.experiment.log_artifact(handoff_artifact("arch", logger.experiment.group, out / "arch.yaml",
+                                                    metadata=best.to_dict()))

@@ -96,4 +96,3 @@ def newest_searched_spec(out_dir: str | Path, space) -> Optional[Path]:
                 continue
             found.append((path.stat().st_mtime, str(path)))
     return Path(max(found)[1]) if found else None
-
