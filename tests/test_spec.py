@@ -28,6 +28,10 @@ def test_autoformer_presets_match_paper():
     assert t.embed_dim == (192, 216, 240) and t.stage_depths == ((12, 13, 14),)
     assert t.mlp_ratio.values == (3.5, 4.0) and t.num_heads.values == (3, 4)
     assert t.fixed["head_dim"] == 64 and t.fixed["rel_pos"] is True
+    # AutoFormer trains its supernets with --gp (mean of the patch tokens) for every size.
+    for space in ("autoformer_tiny", "autoformer_small", "autoformer_base"):
+        assert SearchSpace.load(space).fixed["global_pool"] == "avg"
+    assert SearchSpace.load("pit_tiny").fixed.get("global_pool", "token") == "token"
     s = SearchSpace.load("autoformer_small")
     assert s.embed_dim == (320, 384, 448) and s.num_heads.values == (5, 6, 7)
     assert s.mlp_ratio.values == (3.0, 3.5, 4.0) and s.stage_depths == ((12, 13, 14),)

@@ -40,7 +40,7 @@ def _construct(spec: ArchSpec, classes: int, drop_path_rate: float, drop_rate: f
             img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
             num_classes=classes, embed_dim=spec.embed_dim, num_heads=spec.num_heads,
             mlp_ratio=spec.mlp_ratio, head_dim=spec.head_dim, rel_pos=spec.rel_pos,
-            rel_pos_max=spec.rel_pos_max, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+            rel_pos_max=spec.rel_pos_max, global_pool=spec.global_pool, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     return PoolingTransformer(
         img_size=spec.img_size, patch_size=spec.patch_size, patch_stride=spec.stride,
         in_chans=spec.in_chans, num_classes=classes, base_dim=spec.embed_dim,

@@ -24,6 +24,8 @@ class VisionTransformer(nn.Module):
         head_dim: channels per head (64 in AutoFormer); None splits embed_dim across heads.
         rel_pos: add 2-D relative position embeddings for keys and values in every block.
         rel_pos_max: clipping distance of the relative positions.
+        global_pool: "token" (classify the class token) or "avg" (mean of the patch tokens; the
+            class token is still there and attended to, as in AutoFormer's ``--gp``).
         qkv_bias: bias on the qkv projections.
         drop_rate, attn_drop_rate, drop_path_rate: regularisation (drop-path rises linearly).
         block_fn: the block class, swappable like timm's.
@@ -32,13 +34,16 @@ class VisionTransformer(nn.Module):
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 192, num_heads: Sequence[int] = (3,) * 12,
                  mlp_ratio: Sequence[float] = (4.0,) * 12, head_dim: Optional[int] = None,
-                 rel_pos: bool = False, rel_pos_max: int = 14, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 rel_pos: bool = False, rel_pos_max: int = 14, global_pool: str = "token", qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  block_fn: type[nn.Module] = Block) -> None:
         super().__init__()
         if len(num_heads) != len(mlp_ratio):
             raise ValueError("num_heads and mlp_ratio need one entry per block")
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         self.num_classes = num_classes
+        self.global_pool = global_pool
         self.embed_dim = self.num_features = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False,
                                       output_fmt="NHWC")
@@ -84,7 +89,8 @@ class VisionTransformer(nn.Module):
         return [maps[i % len(self.blocks)] for i in indices]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x[:, 0])
+        pooled = x[:, 1:].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
+        return self.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -21,7 +21,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 SPACES_DIR = CONFIG_DIR / "spaces"
 GRANULARITIES = ("layer", "stage", "global")
 FIXED_KEYS = ("img_size", "patch_size", "patch_stride", "in_chans", "num_classes", "head_dim",
-              "rel_pos", "rel_pos_max")
+              "rel_pos", "rel_pos_max", "global_pool")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import yaml
 
 FAMILIES = ("vit", "pit")
+GLOBAL_POOLS = ("token", "avg")
 
 
 class SpecError(ValueError):
@@ -35,6 +36,9 @@ class ArchSpec:
         head_dim: channels per attention head; None splits embed_dim across heads.
         rel_pos: 2-D relative position embeddings for keys and values (AutoFormer).
         rel_pos_max: largest clipped relative distance (table rows = 2 * rel_pos_max + 2).
+        global_pool: what the classifier reads (timm's name): "token" (the class token, DeiT/PiT)
+            or "avg" (the mean of the patch tokens, AutoFormer's ``--gp``, with which its
+            supernets were trained and its benchmarks measured).
         space: name of the search space this spec was drawn from (informational).
     """
 
@@ -51,6 +55,7 @@ class ArchSpec:
     head_dim: Optional[int] = None
     rel_pos: bool = False
     rel_pos_max: int = 14
+    global_pool: str = "token"
     space: str = ""
 
     def __post_init__(self) -> None:
@@ -113,6 +118,10 @@ class ArchSpec:
             if bad:
                 raise SpecError(f"embed_dim={self.embed_dim} is not divisible by num_heads {bad}; "
                                 "set head_dim or choose heads that divide embed_dim")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise SpecError(f"global_pool={self.global_pool!r} is unknown; use one of {GLOBAL_POOLS}")
+        if self.family == "pit" and self.global_pool != "token":
+            raise SpecError("family 'pit' classifies from its class token; set global_pool: token")
         if self.family == "pit" and self.rel_pos:
             raise SpecError("rel_pos is only supported for family 'vit'")
         if self.img_size < self.patch_size:
