@@ -77,3 +77,33 @@ def load_ground_truth(path: str | Path, space: Optional[str] = None) -> list[Ent
         entries.append(Entry(str(row.get("id", n)), spec, {k: float(v) for k, v in row.get("metrics", {}).items()},
                              {k: float(v) for k, v in row.get("reported", {}).items()}))
     return entries
+
+
+# ------------------------------------------------------------------ tune / test halves
+SPLITS = ("all", "tune", "test")
+
+
+def make_split(keys: list[str], seed: int = 0) -> dict[str, Any]:
+    """A fixed, seeded half split of a file's architectures: ``tune`` chooses, ``test`` reports.
+
+    Keys are sorted before the seeded shuffle, so the split depends on the set of keys and the
+    seed only, never on file order. The halves are committed (``configs/correlate/splits/``)
+    so that no later choice can move an architecture between them.
+    """
+    import random
+
+    order = sorted(keys, key=lambda k: (len(k), k))
+    random.Random(seed).shuffle(order)
+    half = len(order) // 2
+    return {"seed": seed, "tune": sorted(order[:half], key=lambda k: (len(k), k)),
+            "test": sorted(order[half:], key=lambda k: (len(k), k))}
+
+
+def load_split(path: str | Path) -> dict[str, list[str]]:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not {"tune", "test"} <= set(data):
+        raise SpecError(f"split file {path} must hold {{'tune': [...], 'test': [...]}}")
+    overlap = set(data["tune"]) & set(data["test"])
+    if overlap:
+        raise SpecError(f"split file {path}: {len(overlap)} architectures are in both halves")
+    return {"tune": [str(k) for k in data["tune"]], "test": [str(k) for k in data["test"]]}

@@ -114,11 +114,13 @@ class _GramAccumulator:
     """Hooks that turn each layer's (input, output-gradient) into per-sample Gram terms."""
 
     def __init__(self, model: nn.Module, chosen: set[int], n: int, max_chunk_elems: int,
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, grams_out: Optional[list] = None) -> None:
         self.theta = torch.zeros(n, n, dtype=torch.float64, device=next(model.parameters()).device)
         self.chosen = chosen
         self.normalize = normalize
         self.grams: list[torch.Tensor] = []
+        self.grams_out = grams_out
+        self.names = {id(m): name for name, m in model.named_modules()}
         self.max_chunk_elems = max_chunk_elems
         self.stats = NTKStats()
         self.handles = []
@@ -136,8 +138,10 @@ class _GramAccumulator:
         self.stats.peak_chunk_bytes = max(self.stats.peak_chunk_bytes, flat.numel() * flat.element_size())
         return (flat @ flat.T).double()
 
-    def _add(self, gram: torch.Tensor) -> None:
+    def _add(self, gram: torch.Tensor, module: Optional[nn.Module] = None, param: str = "") -> None:
         """Add one parameter tensor's Gram matrix (kept apart for normalisation if asked)."""
+        if self.grams_out is not None:
+            self.grams_out.append((f"{self.names.get(id(module), '?')}.{param}", gram))
         if self.normalize:
             self.grams.append(gram)
         else:
@@ -185,18 +189,18 @@ class _GramAccumulator:
             rows = max(1, self.max_chunk_elems // max(1, n * x.shape[-1]))
             gram = sum(self._gram(torch.bmm(g[..., start:start + rows].transpose(1, 2), x))
                        for start in range(0, g.shape[-1], rows))
-            self._add(gram)
+            self._add(gram, module, "weight")
         if "bias" in names:
-            self._add(self._gram(g.sum(dim=1)))
+            self._add(self._gram(g.sum(dim=1)), module, "bias")
 
     def _layer_norm(self, module: nn.LayerNorm, own: list, x: torch.Tensor, g: torch.Tensor) -> None:
         n = x.shape[0]
         names = {k for k, _ in own}
         if "weight" in names:
             x_hat = F.layer_norm(x, module.normalized_shape, eps=module.eps)
-            self._add(self._gram((g * x_hat).reshape(n, -1, *module.normalized_shape).sum(dim=1)))
+            self._add(self._gram((g * x_hat).reshape(n, -1, *module.normalized_shape).sum(dim=1)), module, "weight")
         if "bias" in names:
-            self._add(self._gram(g.reshape(n, -1, *module.normalized_shape).sum(dim=1)))
+            self._add(self._gram(g.reshape(n, -1, *module.normalized_shape).sum(dim=1)), module, "bias")
 
     def _relative_position(self, module: RelativePosition2D, own: list, x: torch.Tensor,
                            grid: tuple[int, int], g: torch.Tensor) -> None:
@@ -209,7 +213,7 @@ class _GramAccumulator:
                 continue
             per_row = scores.new_zeros(*scores.shape[:3], table.shape[0])
             per_row.scatter_add_(-1, idx.expand_as(scores), scores)
-            self._add(self._gram(torch.einsum("bhnd,bhnr->brd", dense, per_row)))
+            self._add(self._gram(torch.einsum("bhnd,bhnr->brd", dense, per_row)), module, name)
 
     def _generic(self, module: nn.Module, own: list, inputs: tuple, kwargs: dict, g: torch.Tensor) -> None:
         params = {k: p.detach() for k, p in own}
@@ -221,7 +225,7 @@ class _GramAccumulator:
 
         per_sample = vmap(grad(contribution), in_dims=(None, 0, 0))(params, x, g)
         for k in params:
-            self._add(self._gram(per_sample[k]))
+            self._add(self._gram(per_sample[k]), module, k)
 
     def close(self) -> None:
         for h in self.handles:
@@ -232,7 +236,7 @@ class _GramAccumulator:
 def empirical_ntk(model: nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
                   reduction: str = "sum", params: str = "all", train_mode: bool = False, seed: int = 0,
                   max_chunk_elems: int = 32 * 2 ** 20, stats: Optional[NTKStats] = None,
-                  normalize: bool = False) -> torch.Tensor:
+                  normalize: bool = False, grams_out: Optional[list] = None) -> torch.Tensor:
     """Theta (N x N, float64) with one batched forward and backward (see module docstring).
 
     Args:
@@ -247,9 +251,11 @@ def empirical_ntk(model: nn.Module, images: torch.Tensor, labels: Optional[torch
         normalize: divide each parameter tensor's Gram matrix by its trace before summing, so
             every tensor counts equally instead of the init scale deciding (0.02-std weights
             make the classifier's term dwarf the rest).
+        grams_out: if a list, receives ``("module.param", raw Gram)`` for every parameter tensor,
+            so analyses can regroup the kernel (per block, attention vs MLP) without recomputing.
     """
     chosen = {id(p) for _, p in selected_parameters(model, params)}
-    acc = _GramAccumulator(model, chosen, images.shape[0], max_chunk_elems, normalize)
+    acc = _GramAccumulator(model, chosen, images.shape[0], max_chunk_elems, normalize, grams_out)
     requires = {p: p.requires_grad for p in model.parameters()}
     try:
         for p in requires:
