@@ -79,7 +79,7 @@ def upper(m: torch.Tensor) -> np.ndarray:
     return m[i, j].float().cpu().numpy()
 
 
-def features(spec, images16, images8, device) -> tuple[dict, dict[str, np.ndarray]]:
+def features(spec, images16, images8, device, baselines: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     from pipeline.models import build_model, count_flops, count_params
     from pipeline.proxies.baselines import naswot_score
     from pipeline.proxies.ntk import disable_fused_attention, empirical_ntk
@@ -129,11 +129,25 @@ def features(spec, images16, images8, device) -> tuple[dict, dict[str, np.ndarra
     del model
     from pipeline.proxies.registry import compute_proxy
 
-    for name in ("synflow", "dss", "grad_norm", "snip"):
+    for name in ("synflow", "dss", "grad_norm", "snip") if baselines else ():
         score = compute_proxy(name, spec, images8, LABELS8.to(device), seed=0, device=device)
         row[name] = score.value if score.valid else float("nan")
     row["seconds"] = time.perf_counter() - t0
     return row, {k: upper(v) for k, v in groups.items()}
+
+
+def seed_kernels(spec, images16, device, seeds: str) -> dict:
+    """Only the normalised weight kernel, for more initialisations (seed noise and averaging)."""
+    from pipeline.models import build_model
+    from pipeline.proxies.ntk import disable_fused_attention, empirical_ntk
+
+    t0 = time.perf_counter()
+    row = {}
+    for seed in map(int, seeds.split(",")):
+        model = disable_fused_attention(build_model(spec, seed=seed)).to(device)
+        row[f"seed{seed}_norm_weights"] = upper(empirical_ntk(model, images16, params="weights", normalize=True))
+    row["seconds"] = time.perf_counter() - t0
+    return row
 
 
 def worker(rank: int, world: int, args) -> None:
@@ -145,6 +159,10 @@ def worker(rank: int, world: int, args) -> None:
     entries = load_entries(Path(args.bench))
     order = list(range(len(entries)))
     random.Random(0).shuffle(order)
+    if args.skip:
+        done = {(r["file"], r["key"]) for r in map(json.loads, open(args.skip))}
+        order = [i for i in order if (entries[i][0], entries[i][1].key) not in done]
+        order.sort(key=lambda i: entries[i][0] != "vb101")  # the small file first
     mine = order[rank::world]
     if args.limit:
         mine = mine[: args.limit]
@@ -163,16 +181,21 @@ def worker(rank: int, world: int, args) -> None:
                 print(f"[worker {rank}] deadline after {n} architectures", flush=True)
                 break
             tag, e = entries[i]
-            row, groups = features(e.spec, images16, images8, device)
+            if args.seeds:
+                row, groups = seed_kernels(e.spec, images16, device, args.seeds), {}
+            else:
+                row, groups = features(e.spec, images16, images8, device, baselines=not args.no_baselines)
             meta = {"file": tag, "key": e.key, "metrics": e.metrics}
             fh.write(json.dumps({**meta, **{k: (v.tolist() if isinstance(v, np.ndarray) else v)
                                             for k, v in row.items()}}) + "\n")
             fh.flush()
-            grams_rows.append((f"{tag}:{e.key}", groups))
+            if groups:
+                grams_rows.append((f"{tag}:{e.key}", groups))
             if n % 20 == 0:
                 print(f"[worker {rank}] {n}/{len(mine)} {row['seconds']:.2f}s", flush=True)
     arrays = {f"{key}|{g}": v.astype(np.float32) for key, groups in grams_rows for g, v in groups.items()}
-    np.savez(out / f"grams_{rank}.npz", **arrays)
+    if arrays:
+        np.savez(out / f"grams_{rank}.npz", **arrays)
 
 
 def main() -> int:
@@ -183,6 +206,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deadline", type=float, default=math.inf)
     ap.add_argument("--limit", type=int, default=0, help="architectures per worker (0 = all)")
+    ap.add_argument("--skip", default="", help="features.jsonl of an earlier run: skip its architectures")
+    ap.add_argument("--no-baselines", action="store_true", help="skip synflow, dss, grad_norm, snip")
+    ap.add_argument("--seeds", default="", help="only the normalised weight kernels of these init seeds")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -204,6 +230,8 @@ def merge(out: Path, workers: int, part_bytes: int = 14 * 2 ** 20) -> None:
             fh.write(path.read_text())
             path.unlink()
     part, size, arrays = 0, 0, {}
+    if not any((out / f"grams_{r}.npz").is_file() for r in range(workers)):
+        return
     for r in range(workers):
         path = out / f"grams_{r}.npz"
         with np.load(path) as z:
