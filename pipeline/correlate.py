@@ -426,7 +426,7 @@ def read_scores(path: Path, columns: list[str]) -> tuple[dict[tuple[str, str], R
         return {}, dropped
     if lines[0] != columns:
         raise UserError(f"{path} has columns {lines[0]} but this run writes {columns} (other metrics: pass "
-                        f"--metric={lines[0][len(BASE_COLUMNS):]} to resume it); pass --fresh=true to start "
+                        f"--metric=[{','.join(lines[0][len(BASE_COLUMNS):])}] to resume it); pass --fresh=true to start "
                         "over or choose another --output_dir")
     rows: dict[tuple[str, str], Row] = {}
     for cells in lines[1:]:
