@@ -1,20 +1,31 @@
 """``python -m pipeline correlate``: how well do training-free proxies rank real architectures?
 
 Reads a ground-truth file (architectures with measured accuracy), scores every selected
-architecture with every selected proxy on one fixed probe batch, and reports per proxy Kendall
-tau, Spearman rho, tau within parameter-count bands and top-10% precision (``pipeline.metrics``).
+architecture with every selected proxy on one fixed probe batch, and reports, per metric column
+of the file and per proxy, Kendall tau, Spearman rho, tau within parameter-count bands and
+top-10% precision (``pipeline.metrics``), plus the regret of the proxy's top pick under a few
+parameter budgets. ``split: tune | test`` scores one fixed half of the file (choose settings on
+tune, report on test); ``arch_overrides`` states what a file's format cannot (e.g. a
+mean-pooled classifier).
 
 Outputs, in ``output_dir``:
 
 * ``config.yaml`` - the resolved config (paths absolute); ``--config`` it to rerun/resume.
 * ``scores.csv`` - one row per (architecture, proxy), appended and fsynced as soon as it is
-  computed: columns ``key, proxy, value, valid, reason, seconds, params_m, flops_m, <metric>``.
+  computed: columns ``key, proxy, value, valid, reason, seconds, params_m, flops_m`` and one per
+  metric (every metric is stored once per pair, so one scoring serves every metric).
   A rerun with the same ``output_dir`` keeps every pair already there and computes only the
   missing ones (a truncated last line, left by a crash mid-write, is dropped). ``--fresh=true``
   starts over. Rerunning with settings that change scores (probe, model seed, proxy options,
-  metric, ground truth) into a non-empty ``output_dir`` is refused rather than mixing results.
-* ``summary.csv`` / ``summary.md`` - the statistics table (also printed).
-* ``scatter_<proxy>.png`` - proxy value against the metric, one per proxy.
+  metrics, ground truth, arch_overrides) into a non-empty ``output_dir`` is refused rather than
+  mixing results. The split is not among them: both halves can share one ``scores.csv``.
+* ``summary.csv`` - one row per (metric, proxy). ``summary.md`` - a compact table (tau and band
+  tau per metric, also printed), the regret tables, then the detailed table of each metric.
+* ``regret.csv`` - per params budget, metric and proxy (and ``largest``: simply taking the
+  biggest architecture): the true metric of the top pick among architectures with params <=
+  budget, the best one there, and regret = best - pick. Ties (equal proxy values, equal params)
+  count as the mean metric of the tied architectures (the expected value of a random tie-break).
+* ``scatter_<proxy>.png`` - proxy value against each metric (one panel per metric), one per proxy.
 
 Invalid scores (a singular kernel, a non-finite value, a proxy that raised) are kept in
 ``scores.csv`` with their reason, counted in the summary and left out of the statistics.
@@ -45,17 +56,18 @@ CONFIG_NAME = "config.yaml"
 BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m"]
 ERROR_PREFIX = "error: "
 # Settings whose change makes earlier scores incomparable (checked before resuming).
-SCORING_KEYS = ("metric", "space", "probe", "model_seed")
+SCORING_KEYS = ("metric", "space", "probe", "model_seed", "arch_overrides")
+SPLIT_DIR = Path("configs") / "correlate" / "splits"  # committed halves, <ground-truth file stem>.json
 ABORT_AFTER = 3  # a proxy that raises on its first this-many architectures stops the run
 
 USAGE = """\
 usage: python -m pipeline correlate [--config FILE] [--KEY=VALUE | --SECTION.KEY=VALUE ...]
 
-Score the architectures of a ground-truth file with training-free proxies and report, per proxy,
-Kendall tau, Spearman rho, tau within parameter-count bands (size-weighted mean of the per-band
-taus) and top-10% precision. Results go to OUTPUT_DIR: config.yaml, scores.csv (appended after
-every score; rerunning resumes and never recomputes a pair), summary.csv, summary.md and
-scatter_<proxy>.png.
+Score the architectures of a ground-truth file with training-free proxies and report, per metric
+column and proxy, Kendall tau, Spearman rho, tau within parameter-count bands (size-weighted mean
+of the per-band taus), top-10% precision, and the regret of the proxy's top pick under params
+budgets. Results go to OUTPUT_DIR: config.yaml, scores.csv (appended after every score; rerunning
+resumes and never recomputes a pair), summary.csv, summary.md, regret.csv and scatter_<proxy>.png.
 
   --config FILE   YAML config (default: configs/correlate/default.yaml)
   --limit N       shorthand override of the top-level key 'limit' (likewise --seed S, --fresh=true)
@@ -75,18 +87,21 @@ class Plan:
     cfg: dict[str, Any]
     gt_path: Path
     out_dir: Path
-    metric: str
+    metrics: list[str]                       # metric columns reported (and stored in scores.csv)
     proxies: list[str]
     higher_is_better: dict[str, bool]
     options: dict[str, dict[str, Any]]
     entries: list[Any]                       # selected groundtruth.Entry objects
     device: str
     n_without_metric: int = 0
+    split: str = "all"                       # which half of the file: all, tune, test
+    split_path: Optional[Path] = None
+    budgets: list[float] = field(default_factory=list)  # params budgets (millions) of the regret
     probes: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # image size -> (images, labels)
 
     @property
     def columns(self) -> list[str]:
-        return BASE_COLUMNS + [self.metric]
+        return BASE_COLUMNS + list(self.metrics)
 
 
 def _split_args(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
@@ -143,6 +158,65 @@ def _proxy_list(value: Any) -> list[str]:
     return names
 
 
+def metric_names(value: Any) -> list[str]:
+    """``all``, one name, ``a,b`` or a list -> names (``["all"]`` stands for every column)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"metric must be a name, a list of names or 'all', got {value!r}")
+    names: list[str] = []
+    for v in value:
+        v = str(v).strip()
+        if v and v not in names:
+            names.append(v)
+    if not names:
+        raise UserError("metric is empty; name a metric column of the ground-truth file or pass --metric=all")
+    return names
+
+
+def _budgets(value: Any) -> Optional[list[float]]:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    if not value or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0 for b in value):
+        raise UserError(f"budgets must be null or a list of positive parameter counts in millions, e.g. "
+                        f"[5.8, 6.2], got {value!r}")
+    return sorted({float(b) for b in value})
+
+
+def default_budgets(params_m: Sequence[float]) -> list[float]:
+    """The 25/50/75/100 % quantiles of the parameter counts, rounded *up* to 0.01 M so that each
+    budget admits the architecture at its quantile (and the last one every architecture)."""
+    import numpy as np
+
+    if not len(params_m):
+        return []
+    qs = np.quantile(np.asarray(params_m, dtype=float), [0.25, 0.5, 0.75, 1.0])
+    return sorted({math.ceil(round(q * 100, 6)) / 100 for q in qs})
+
+
+def _split_file(cfg: dict[str, Any], gt_path: Path) -> Optional[Path]:
+    """The split file for ``split: tune|test``: ``split_file`` or the committed one of this file."""
+    split = cfg.get("split", "all")
+    from pipeline.groundtruth import SPLITS
+
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split == "all":
+        return None
+    given = cfg.get("split_file")
+    name = given or SPLIT_DIR / f"{gt_path.stem}.json"
+    try:
+        return resolve_input(name, "split file")
+    except UserError:
+        if given:
+            raise
+    raise UserError(f"split={split} needs the fixed halves of {gt_path.name}, and there is no {name}; make them "
+                    f"once with python -c \"from pipeline.groundtruth import write_split; write_split('{gt_path}', "
+                    f"'{name}')\" (pipeline.groundtruth.make_split), commit that file, or pass --split_file=FILE")
+
+
 def _check_options(name: str, info: Any, options: Any) -> dict[str, Any]:
     if options is None:
         return {}
@@ -182,14 +256,23 @@ def resolve_device(name: Any) -> str:
 
 def prepare(cfg: dict[str, Any]) -> Plan:
     """Validate the config, load and select the ground truth, build the probe batches."""
-    from pipeline.groundtruth import load_ground_truth
+    from pipeline.groundtruth import load_ground_truth, load_split, override_specs, select_half
 
     cfg = dict(cfg)
     if not cfg.get("ground_truth"):
         raise UserError("ground_truth is not set; pass --ground_truth=PATH")
     gt_path = resolve_input(cfg["ground_truth"], "ground-truth file")
     cfg["ground_truth"] = str(gt_path)
-    metric = str(cfg.get("metric") or "")
+    metrics = metric_names(cfg.get("metric"))
+    split_path = _split_file(cfg, gt_path)
+    if split_path is not None:
+        cfg["split_file"] = str(split_path)
+    overrides = cfg.get("arch_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"arch_overrides must be a mapping of spec field: value, e.g. {{global_pool: avg}}, "
+                        f"got {overrides!r}")
+    cfg["arch_overrides"] = overrides
+    budgets = _budgets(cfg.get("budgets"))
     proxies = _proxy_list(cfg.get("proxies"))
     cfg["proxies"] = proxies
     limit = _int("limit", cfg.get("limit"), 1, allow_none=True)
@@ -231,16 +314,29 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     entries = load_ground_truth(gt_path, space=cfg.get("space"))
     if not entries:
         raise UserError(f"ground-truth file {gt_path} holds no architectures")
-    present = sorted({m for e in entries for m in e.metrics})
-    if metric not in present:
-        raise UserError(f"metric {metric!r} is not in {gt_path}; metrics present: {present or 'none'}")
+    present = list(dict.fromkeys(m for e in entries for m in e.metrics))  # file order
+    if metrics == ["all"]:
+        metrics = present
+    missing = [m for m in metrics if m not in present]
+    if missing or not metrics:
+        raise UserError(f"metric(s) {missing} not in {gt_path}; metrics present: {present or 'none'} "
+                        "(--metric=all reports every one)")
+    cfg["metric"] = metrics
     seen: set[str] = set()
     for e in entries:
         if e.key in seen:
             raise UserError(f"ground-truth file {gt_path} has two architectures with key {e.key!r}; "
                             "keys must be unique")
         seen.add(e.key)
-    usable = [e for e in entries if metric in e.metrics and math.isfinite(e.metrics[metric])]
+    entries = override_specs(entries, overrides)
+    if split_path is not None:
+        try:
+            halves = load_split(split_path)
+        except ValueError as e:  # includes JSONDecodeError
+            raise UserError(f"split file {split_path} is not a split (pipeline.groundtruth.write_split makes "
+                            f"one): {e}") from e
+        entries = select_half(entries, halves, cfg["split"], source=f"split file {split_path}")
+    usable = [e for e in entries if all(m in e.metrics and math.isfinite(e.metrics[m]) for m in metrics)]
     order = list(range(len(usable)))
     if limit is not None:
         random.Random(seed).shuffle(order)  # a smaller limit with the same seed is a prefix
@@ -252,8 +348,12 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     out_dir = Path(str(out)).expanduser().resolve()
     cfg["output_dir"] = str(out_dir)
 
-    plan = Plan(cfg, gt_path, out_dir, metric, proxies, {p: infos[p].higher_is_better for p in proxies},
-                options, selected, device, n_without_metric=len(entries) - len(usable))
+    from pipeline.models.complexity import count_params
+
+    plan = Plan(cfg, gt_path, out_dir, metrics, proxies, {p: infos[p].higher_is_better for p in proxies},
+                options, selected, device, n_without_metric=len(entries) - len(usable),
+                split=cfg.get("split", "all"), split_path=split_path)
+    plan.budgets = budgets or default_budgets([count_params(e.spec) / 1e6 for e in selected])
     plan.probes = _probe_batches(plan)
     return plan
 
@@ -290,20 +390,22 @@ class Row:
     seconds: float
     params_m: float
     flops_m: float
-    metric: float
+    metrics: tuple[float, ...]  # the ground truth, one value per metric column (Plan.metrics order)
 
     def cells(self) -> list[str]:
         return [self.key, self.proxy, repr(float(self.value)), "1" if self.valid else "0",
                 self.reason.replace("\r", " ").replace("\n", " "), repr(float(self.seconds)),
-                repr(float(self.params_m)), repr(float(self.flops_m)), repr(float(self.metric))]
+                repr(float(self.params_m)), repr(float(self.flops_m)), *(repr(float(m)) for m in self.metrics)]
 
     @classmethod
-    def parse(cls, cells: list[str]) -> "Row":
-        key, proxy, value, valid, reason, seconds, params_m, flops_m, metric = cells
+    def parse(cls, cells: list[str], n_metrics: int) -> "Row":
+        if len(cells) != len(BASE_COLUMNS) + n_metrics:
+            raise ValueError(f"{len(cells)} cells")
+        key, proxy, value, valid, reason, seconds, params_m, flops_m = cells[:len(BASE_COLUMNS)]
         if valid not in ("0", "1"):
             raise ValueError(f"valid={valid!r}")
         return cls(key, proxy, float(value), valid == "1", reason, float(seconds), float(params_m),
-                   float(flops_m), float(metric))
+                   float(flops_m), tuple(float(m) for m in cells[len(BASE_COLUMNS):]))
 
 
 def read_scores(path: Path, columns: list[str]) -> tuple[dict[tuple[str, str], Row], int]:
@@ -323,12 +425,13 @@ def read_scores(path: Path, columns: list[str]) -> tuple[dict[tuple[str, str], R
     if not lines:
         return {}, dropped
     if lines[0] != columns:
-        raise UserError(f"{path} has columns {lines[0]} but this run writes {columns} (another metric?); "
-                        "pass --fresh=true to start over or choose another --output_dir")
+        raise UserError(f"{path} has columns {lines[0]} but this run writes {columns} (other metrics: pass "
+                        f"--metric=[{','.join(lines[0][len(BASE_COLUMNS):])}] to resume it); pass --fresh=true to start "
+                        "over or choose another --output_dir")
     rows: dict[tuple[str, str], Row] = {}
     for cells in lines[1:]:
         try:
-            row = Row.parse(cells)
+            row = Row.parse(cells, len(columns) - len(BASE_COLUMNS))
         except ValueError:
             dropped += 1
             continue
@@ -368,8 +471,11 @@ def check_resume(plan: Plan, rows: dict[tuple[str, str], Row]) -> None:
     except yaml.YAMLError:
         return
     cfg, diffs = plan.cfg, []
+    # configs saved before a key existed, or with a metric name instead of a list, mean the same
+    legacy = {"metric": lambda v: metric_names(v) if v else v, "arch_overrides": lambda v: v or {}}
     for k in SCORING_KEYS:
-        if prev.get(k) != cfg.get(k):
+        old, new = (legacy.get(k, lambda v: v)(c.get(k)) for c in (prev, cfg))
+        if old != new:
             diffs.append(f"{k}: {prev.get(k)!r} -> {cfg.get(k)!r}")
     if Path(str(prev.get("ground_truth", ""))).name != plan.gt_path.name:
         diffs.append(f"ground_truth: {prev.get('ground_truth')!r} -> {str(plan.gt_path)!r}")
@@ -435,7 +541,7 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
                     else:
                         successes[proxy] = successes.get(proxy, 0) + 1
                     row = Row(entry.key, proxy, value, valid, reason, seconds, params / 1e6, macs / 1e6,
-                              entry.metrics[plan.metric])
+                              tuple(entry.metrics[m] for m in plan.metrics))
                     writer.write(row)
                     rows[(entry.key, proxy)] = row
                     progress.advance(task)
@@ -454,33 +560,95 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
 # ----------------------------------------------------------------------------- statistics
 
 
-def summarize_scores(plan: Plan, rows: dict[tuple[str, str], Row]) -> list[dict[str, Any]]:
-    from pipeline.metrics import summarize
+def _params(plan: Plan) -> dict[str, float]:
     from pipeline.models.complexity import count_params
 
-    params = {e.key: count_params(e.spec) / 1e6 for e in plan.entries}
+    return {e.key: count_params(e.spec) / 1e6 for e in plan.entries}
+
+
+def summarize_scores(plan: Plan, rows: dict[tuple[str, str], Row]) -> list[dict[str, Any]]:
+    """One statistics row per (metric, proxy), metric-major."""
+    from pipeline.metrics import summarize
+
+    params = _params(plan)
     frac = float(plan.cfg["top_fraction"])
     out = []
+    for metric in plan.metrics:
+        for proxy in plan.proxies:
+            present = [(e, rows[(e.key, proxy)]) for e in plan.entries if (e.key, proxy) in rows]
+            valid = [(e, r) for e, r in present if r.valid and math.isfinite(r.value)]
+            hib = plan.higher_is_better[proxy]
+            truth = [e.metrics[metric] for e, _ in valid]
+            stats = summarize([r.value for _, r in valid], truth, [params[e.key] for e, _ in valid],
+                              higher_is_better=hib, bands=plan.cfg["bands"], fraction=frac)
+            out.append({
+                "metric": metric,
+                "proxy": proxy,
+                "direction": "higher" if hib else "lower",
+                "n_valid": len(valid),
+                "n_invalid": len(present) - len(valid),
+                "n_missing": len(plan.entries) - len(present),
+                "kendall_tau": stats["kendall_tau"],
+                "spearman_rho": stats["spearman_rho"],
+                "band_tau": stats["band_tau"],
+                "top_precision": stats["top_precision"],
+                "mean_seconds": (sum(r.seconds for _, r in present) / len(present)) if present else math.nan,
+                "_points": ([r.value for _, r in valid], truth),
+            })
+    return out
+
+
+def top_pick(score: Any, truth: Any, allowed: Any) -> tuple[float, list[int]]:
+    """Mean ``truth`` of the allowed items with the largest finite ``score``, and their indices.
+
+    Tied items count as their mean: the expected value of picking one of them at random.
+    """
+    import numpy as np
+
+    score, truth, allowed = np.asarray(score, dtype=float), np.asarray(truth, dtype=float), np.asarray(allowed)
+    ok = allowed & np.isfinite(score)
+    if not ok.any():
+        return math.nan, []
+    idx = np.flatnonzero(ok & (score == score[ok].max()))
+    return float(truth[idx].mean()), idx.tolist()
+
+
+LARGEST = "largest"  # the regret table's baseline: take the architecture with the most parameters
+
+
+def regret_table(plan: Plan, rows: dict[tuple[str, str], Row]) -> list[dict[str, Any]]:
+    """Per metric, params budget and proxy (then ``largest``): the true metric of the top pick
+    among the architectures within the budget, the best there, and regret = best - pick."""
+    import numpy as np
+
+    from pipeline.metrics import orient
+
+    keys = [e.key for e in plan.entries]
+    by_key = _params(plan)
+    params = np.array([by_key[k] for k in keys])
+    scores = {}
     for proxy in plan.proxies:
-        present = [(e, rows[(e.key, proxy)]) for e in plan.entries if (e.key, proxy) in rows]
-        valid = [(e, r) for e, r in present if r.valid and math.isfinite(r.value)]
-        hib = plan.higher_is_better[proxy]
-        stats = summarize([r.value for _, r in valid], [e.metrics[plan.metric] for e, _ in valid],
-                          [params[e.key] for e, _ in valid], higher_is_better=hib,
-                          bands=plan.cfg["bands"], fraction=frac)
-        out.append({
-            "proxy": proxy,
-            "direction": "higher" if hib else "lower",
-            "n_valid": len(valid),
-            "n_invalid": len(present) - len(valid),
-            "n_missing": len(plan.entries) - len(present),
-            "kendall_tau": stats["kendall_tau"],
-            "spearman_rho": stats["spearman_rho"],
-            "band_tau": stats["band_tau"],
-            "top_precision": stats["top_precision"],
-            "mean_seconds": (sum(r.seconds for _, r in present) / len(present)) if present else math.nan,
-            "_points": ([r.value for _, r in valid], [e.metrics[plan.metric] for e, _ in valid]),
-        })
+        raw = [rows[(k, proxy)] if (k, proxy) in rows else None for k in keys]
+        values = [r.value if r is not None and r.valid else math.nan for r in raw]
+        scores[proxy] = orient(values, plan.higher_is_better[proxy])
+    scores[LARGEST] = params
+    out = []
+    for metric in plan.metrics:
+        truth = np.array([e.metrics[metric] for e in plan.entries])
+        for budget in plan.budgets:
+            under = params <= budget
+            best, best_idx = top_pick(truth, truth, under)
+            for name in [*plan.proxies, LARGEST]:
+                pick, idx = top_pick(scores[name], truth, under)
+                out.append({
+                    "metric": metric, "budget_m": budget, "n_under": int(under.sum()), "proxy": name,
+                    "n_scored": int((under & np.isfinite(scores[name])).sum()),
+                    "pick_keys": " ".join(keys[i] for i in idx),
+                    "pick_params_m": float(params[idx].mean()) if idx else math.nan,
+                    "pick_metric": pick, "best_metric": best,
+                    "best_keys": " ".join(keys[i] for i in best_idx),
+                    "regret": best - pick,
+                })
     return out
 
 
@@ -495,69 +663,134 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def summary_columns(plan: Plan) -> list[tuple[str, str]]:
-    """(summary key, column name) pairs of summary.csv / summary.md."""
-    return [("proxy", "proxy"), ("direction", "direction"), ("n_valid", "n_valid"), ("n_invalid", "n_invalid"),
-            ("n_missing", "n_missing"), ("kendall_tau", "kendall_tau"), ("spearman_rho", "spearman_rho"),
-            ("band_tau", f"band_tau_{plan.cfg['bands']}"), ("top_precision", _top_label(plan.cfg["top_fraction"])),
-            ("mean_seconds", "mean_seconds")]
+    """(summary key, column name) pairs of summary.csv / the detailed tables of summary.md."""
+    return [("metric", "metric"), ("proxy", "proxy"), ("direction", "direction"), ("n_valid", "n_valid"),
+            ("n_invalid", "n_invalid"), ("n_missing", "n_missing"), ("kendall_tau", "kendall_tau"),
+            ("spearman_rho", "spearman_rho"), ("band_tau", f"band_tau_{plan.cfg['bands']}"),
+            ("top_precision", _top_label(plan.cfg["top_fraction"])), ("mean_seconds", "mean_seconds")]
 
 
-def write_summary(plan: Plan, summary: list[dict[str, Any]]) -> None:
-    cols = summary_columns(plan)
+def _csv(header: list[str], rows: list[list[str]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([name for _, name in cols])
-    for s in summary:
-        w.writerow([_fmt(s[k], 6) for k, _ in cols])
-    atomic_write_text(plan.out_dir / "summary.csv", buf.getvalue())
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
 
-    n = len(plan.entries)
-    md = [f"# Proxy correlation: {plan.gt_path.name}, metric `{plan.metric}`, {n} architectures", "",
+
+def _md_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def compact_table(plan: Plan, summary: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Rows = proxies; for each metric its tau and band tau."""
+    by = {(s["metric"], s["proxy"]): s for s in summary}
+    header = ["proxy"] + [f"{m} {c}" for m in plan.metrics for c in ("tau", "band tau")]
+    rows = [[p] + [_fmt(by[(m, p)][k], 3) for m in plan.metrics for k in ("kendall_tau", "band_tau")]
+            for p in plan.proxies]
+    return header, rows
+
+
+def regret_tables(plan: Plan, regret: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per metric: rows = best in file, proxies, largest; columns = budgets; cells = pick (regret)."""
+    out = {}
+    for metric in plan.metrics:
+        mine = [r for r in regret if r["metric"] == metric]
+        by = {(r["proxy"], r["budget_m"]): r for r in mine}
+        header = [""] + [f"<= {b:g} M (n={by[(LARGEST, b)]['n_under']})" for b in plan.budgets]
+        rows = [["best in file"] + [_fmt(by[(LARGEST, b)]["best_metric"], 2) for b in plan.budgets]]
+        for name in [*plan.proxies, LARGEST]:
+            rows.append([name] + [f"{_fmt(by[(name, b)]['pick_metric'], 2)} ({_fmt(by[(name, b)]['regret'], 2)})"
+                                  for b in plan.budgets])
+        out[metric] = (header, rows)
+    return out
+
+
+def _selection_line(plan: Plan) -> str:
+    if plan.split == "tune":
+        what = f"tune half of the file ({plan.split_path.name}): in-sample for anything chosen on it"
+    elif plan.split == "test":
+        what = f"test half of the file ({plan.split_path.name})"
+    else:
+        what = "whole file (no split: in-sample for anything chosen on it)"
+    limit = plan.cfg.get("limit")
+    extra = f", limited to {limit} by a shuffle with seed {plan.cfg.get('seed', 0)}" if limit else ""
+    overrides = plan.cfg.get("arch_overrides") or {}
+    return (f"Architectures: {len(plan.entries)} of the {what}{extra}."
+            + (f" Spec overrides applied to every architecture: {overrides}." if overrides else ""))
+
+
+def write_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[str, Any]]) -> None:
+    cols = summary_columns(plan)
+    atomic_write_text(plan.out_dir / "summary.csv",
+                      _csv([name for _, name in cols], [[_fmt(s[k], 6) for k, _ in cols] for s in summary]))
+    regret_cols = list(regret[0]) if regret else ["metric", "budget_m", "proxy", "regret"]
+    atomic_write_text(plan.out_dir / "regret.csv",
+                      _csv(regret_cols, [[_fmt(r[c], 6) for c in regret_cols] for r in regret]))
+
+    frac = 100 * plan.cfg["top_fraction"]
+    md = [f"# Proxy correlation: {plan.gt_path.name}, {len(plan.entries)} architectures ({plan.split}), "
+          f"metrics {', '.join(f'`{m}`' for m in plan.metrics)}", "", _selection_line(plan), "",
           (f"Kendall tau-b and Spearman rho over valid scores (proxy oriented so that larger = better); "
            f"band tau = size-weighted mean tau within {plan.cfg['bands']} equal-count parameter bands; "
-           f"{_top_label(plan.cfg['top_fraction'])} = share of the true top {100 * plan.cfg['top_fraction']:g}% "
-           f"that the proxy also ranks in its top {100 * plan.cfg['top_fraction']:g}%. "
+           f"{_top_label(plan.cfg['top_fraction'])} = share of the true top {frac:g}% "
+           f"that the proxy also ranks in its top {frac:g}%. "
            f"Probe: {plan.cfg['probe']}; model seed {plan.cfg['model_seed']}."), "",
-          "| " + " | ".join(name for _, name in cols) + " |",
-          "|" + "|".join("---" if k in ("proxy", "direction") else "---:" for k, _ in cols) + "|"]
-    for s in summary:
-        md.append("| " + " | ".join(_fmt(s[k], 3) for k, _ in cols) + " |")
-    atomic_write_text(plan.out_dir / "summary.md", "\n".join(md) + "\n")
+          "## Tau and band tau per metric", "", *_md_table(*compact_table(plan, summary)), "",
+          "## Regret under params budgets", "",
+          ("True metric of the proxy's top pick among the architectures with at most the budget's "
+           "parameters (our count), and in brackets its regret = best in file under the budget - pick; "
+           f"`{LARGEST}` simply takes the biggest architecture. Ties count as their mean. "
+           "All rows in regret.csv."), ""]
+    for metric, (header, rows) in regret_tables(plan, regret).items():
+        md += [f"### `{metric}`", "", *_md_table(header, rows), ""]
+    for metric in plan.metrics:
+        detail = [c for c in cols if c[0] != "metric"]
+        md += [f"## Details: `{metric}`", "",
+               *_md_table([name for _, name in detail],
+                          [[_fmt(s[k], 3) for k, _ in detail] for s in summary if s["metric"] == metric], left=2), ""]
+    atomic_write_text(plan.out_dir / "summary.md", "\n".join(md))
 
 
-def print_summary(plan: Plan, summary: list[dict[str, Any]], console: Any) -> None:
+def print_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{plan.gt_path.name}: {len(plan.entries)} architectures, metric {plan.metric}")
-    cols = summary_columns(plan)
-    labels = {"n_valid": "valid", "n_invalid": "invalid", "n_missing": "missing", "kendall_tau": "tau",
-              "spearman_rho": "rho", "band_tau": f"band tau ({plan.cfg['bands']})",
-              "top_precision": f"top{100 * plan.cfg['top_fraction']:g}% prec", "mean_seconds": "s/arch"}
-    for k, name in cols:
-        table.add_column(labels.get(k, name), justify="left" if k in ("proxy", "direction") else "right")
-    for s in summary:
-        table.add_row(*[_fmt(s[k], 3) for k, _ in cols])
-    console.print(table)
+    def show(title: str, header: list[str], rows: list[list[str]]) -> None:
+        table = Table(title=title)
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+
+    show(f"{plan.gt_path.name} ({plan.split}): {len(plan.entries)} architectures, Kendall tau and band tau "
+         f"({plan.cfg['bands']} params bands)", *compact_table(plan, summary))
+    for metric, (header, rows) in regret_tables(plan, regret).items():
+        show(f"{metric}: true metric of the top pick under each params budget (regret)", header, rows)
 
 
 def write_plots(plan: Plan, summary: list[dict[str, Any]]) -> list[Path]:
+    """One figure per proxy, one panel per metric."""
     from matplotlib.figure import Figure
 
     written = []
-    for s in summary:
-        xs, ys = s["_points"]
-        if not xs:
+    for proxy in plan.proxies:
+        panels = [s for s in summary if s["proxy"] == proxy and s["_points"][0]]
+        if not panels:
             continue
-        fig = Figure(figsize=(5, 4), dpi=100)
-        ax = fig.add_subplot()
-        ax.scatter(xs, ys, s=10, alpha=0.7)
-        if min(xs) > 0 and max(xs) / min(xs) > 1e3:
-            ax.set_xscale("log")
-        ax.set_xlabel(f"{s['proxy']} ({s['direction']} is better)")
-        ax.set_ylabel(plan.metric)
-        ax.set_title(f"{s['proxy']}: Kendall tau (oriented) = {_fmt(s['kendall_tau'], 3)} (n = {s['n_valid']})")
+        fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
+        for i, s in enumerate(panels):
+            xs, ys = s["_points"]
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            ax.scatter(xs, ys, s=10, alpha=0.7)
+            if min(xs) > 0 and max(xs) / min(xs) > 1e3:
+                ax.set_xscale("log")
+            ax.set_xlabel(f"{proxy} ({s['direction']} is better)")
+            ax.set_ylabel(s["metric"])
+            ax.set_title(f"tau (oriented) = {_fmt(s['kendall_tau'], 3)} (n = {s['n_valid']})")
         fig.tight_layout()
-        path = plan.out_dir / f"scatter_{s['proxy']}.png"
+        path = plan.out_dir / f"scatter_{proxy}.png"
         atomic_write(path, lambda p, fig=fig: fig.savefig(p, format="png"))
         written.append(path)
     return written
@@ -571,7 +804,7 @@ def run(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
     scores_path = plan.out_dir / SCORES_NAME
     if plan.cfg.get("fresh"):
         for old in [scores_path, plan.out_dir / "summary.csv", plan.out_dir / "summary.md",
-                    *plan.out_dir.glob("scatter_*.png")]:
+                    plan.out_dir / "regret.csv", *plan.out_dir.glob("scatter_*.png")]:
             old.unlink(missing_ok=True)
     rows, dropped = read_scores(scores_path, plan.columns)
     if dropped:
@@ -582,14 +815,16 @@ def run(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
     save_config({**plan.cfg, "fresh": False}, plan.out_dir / CONFIG_NAME)
 
     n_done = sum(1 for e in plan.entries for p in plan.proxies if (e.key, p) in rows)
-    extra = f", {plan.n_without_metric} without metric {plan.metric!r} skipped" if plan.n_without_metric else ""
+    extra = (f", {plan.n_without_metric} without a finite {'/'.join(plan.metrics)} skipped"
+             if plan.n_without_metric else "")
     err_console.print(f"correlate: {len(plan.entries)} architectures x {len(plan.proxies)} proxies on "
                       f"{plan.device}{extra}; {n_done} score(s) already in {scores_path}")
     computed = compute_scores(plan, rows, err_console)
 
     summary = summarize_scores(plan, rows)
-    write_summary(plan, summary)
-    print_summary(plan, summary, console)
+    regret = regret_table(plan, rows)
+    write_summary(plan, summary, regret)
+    print_summary(plan, summary, regret, console)
     invalid = {s["proxy"]: s["n_invalid"] for s in summary if s["n_invalid"]}
     if invalid:
         console.print(f"invalid scores (kept in scores.csv, left out of the statistics): {invalid}")

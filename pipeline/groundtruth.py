@@ -107,3 +107,61 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
     if overlap:
         raise SpecError(f"split file {path}: {len(overlap)} architectures are in both halves")
     return {"tune": [str(k) for k in data["tune"]], "test": [str(k) for k in data["test"]]}
+
+
+def write_split(ground_truth: str | Path, out: str | Path, seed: int = 0, space: Optional[str] = None) -> Path:
+    """Write the fixed halves of a ground-truth file (:func:`make_split`) as a split file.
+
+    Run once per file and commit the result, e.g. ``configs/correlate/splits/<file stem>.json``.
+    """
+    from pipeline.utils.io import atomic_write_text
+
+    gt = Path(ground_truth)
+    split = make_split([e.key for e in load_ground_truth(gt, space=space)], seed=seed)
+    data = {"file": gt.name, "note": "fixed tune/test halves (pipeline.groundtruth.make_split, "
+            f"seed {seed}): choose on tune, report on test", **split}
+    return atomic_write_text(out, json.dumps(data) + "\n")
+
+
+def select_half(entries: list[Entry], split: dict[str, list[str]], half: str, source: str = "split file") -> list[Entry]:
+    """The entries of one half (``tune`` / ``test``), in file order; ``all`` keeps every entry.
+
+    The split must cover the file exactly: a key the file lacks, or an architecture in neither
+    half, means the split was made for another file (or an edited one).
+    """
+    if half == "all":
+        return list(entries)
+    if half not in SPLITS:
+        raise SpecError(f"split must be one of {list(SPLITS)}, got {half!r}")
+    keys = {e.key for e in entries}
+    named = set(split["tune"]) | set(split["test"])
+    if named != keys:
+        raise SpecError(f"{source} does not match the ground-truth file: {len(named - keys)} key(s) the file "
+                        f"lacks (e.g. {sorted(named - keys)[:3]}), {len(keys - named)} architecture(s) in neither "
+                        "half; make a split for this file with pipeline.groundtruth.write_split")
+    chosen = set(split[half])
+    return [e for e in entries if e.key in chosen]
+
+
+def override_specs(entries: list[Entry], overrides: dict[str, Any]) -> list[Entry]:
+    """Entries whose specs have ``overrides`` (ArchSpec fields) applied, each checked again.
+
+    For facts a file's format cannot state, e.g. ViT-Bench-101's mean-pooled classifier
+    (``{"global_pool": "avg"}``), which its JSON lines do not record.
+    """
+    if not overrides:
+        return list(entries)
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(ArchSpec)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SpecError(f"arch_overrides names unknown spec field(s) {unknown}; valid fields are {sorted(known)}")
+    out = []
+    for e in entries:
+        try:
+            spec = ArchSpec.from_dict({**e.spec.to_dict(), **overrides})
+        except (SpecError, TypeError) as err:
+            raise SpecError(f"arch_overrides {overrides} do not fit architecture {e.key!r}: {err}") from err
+        out.append(dataclasses.replace(e, spec=spec))
+    return out

@@ -146,9 +146,9 @@ def _scores(out):
         return list(csv.DictReader(f))
 
 
-def _summary(out):
+def _summary(out, metric="top1"):
     with (out / "summary.csv").open(newline="") as f:
-        return {r["proxy"]: r for r in csv.DictReader(f)}
+        return {r["proxy"]: r for r in csv.DictReader(f) if r["metric"] == metric}
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,13 @@ def test_end_to_end(full_run, ground_truth):
     proxies = _proxies()
     rows = _scores(out)
     assert len(rows) == N_ARCHS * len(proxies)
-    assert list(rows[0]) == ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m", "top1"]
+    # metric: all (the default) stores every metric column of the file once per (key, proxy)
+    assert list(rows[0]) == ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m",
+                             "top1", "top5"]
     assert {(r["key"], r["proxy"]) for r in rows} == {(f"a{i}", p) for i in range(N_ARCHS) for p in proxies}
+    truth = {d["id"]: d["metrics"] for d in map(json.loads, ground_truth.read_text().splitlines())}
+    for r in rows:
+        assert float(r["top1"]) == truth[r["key"]]["top1"] and float(r["top5"]) == truth[r["key"]]["top5"]
     for r in rows:
         if r["proxy"] == "params":
             assert float(r["value"]) == pytest.approx(float(r["params_m"]))
@@ -180,10 +185,90 @@ def test_end_to_end(full_run, ground_truth):
     assert 0 <= float(params["top10_precision"]) <= 1
     for p in proxies:
         assert (out / f"scatter_{p}.png").stat().st_size > 1000
-    assert (out / "summary.md").read_text().count("\n| ") == len(proxies) + 1
-    assert "tau" in res.stdout and "params" in res.stdout  # the printed table
+    with (out / "summary.csv").open(newline="") as f:
+        every = list(csv.DictReader(f))
+    assert [(r["metric"], r["proxy"]) for r in every] == [(m, p) for m in ("top1", "top5") for p in proxies]
+    top5 = _summary(out, "top5")  # top5 = top1 + 10: the same ranking, the same statistics
+    for p in proxies:
+        for k in ("kendall_tau", "spearman_rho", "band_tau_5", "top10_precision"):
+            assert top5[p][k] == summary[p][k]
+    md = (out / "summary.md").read_text()
+    compact = "| proxy | top1 tau | top1 band tau | top5 tau | top5 band tau |"
+    assert compact in md
+    table = md[md.index(compact):].split("\n\n")[0].splitlines()
+    assert len(table) == 2 + len(proxies)
+    assert table[2 + proxies.index("params")] == (f"| params | {float(params['kendall_tau']):.3f} | "
+                                                  f"{float(params['band_tau_5']):.3f} | "
+                                                  f"{float(top5['params']['kendall_tau']):.3f} | "
+                                                  f"{float(top5['params']['band_tau_5']):.3f} |")
+    assert md.count("## Details: `") == 2 and "### `top1`" in md and "### `top5`" in md
+    assert "whole file" in md
+    assert "top5 band tau" in res.stdout and "params" in res.stdout  # the printed compact table
+    assert "largest" in res.stdout  # the printed regret tables
     cfg = (out / "config.yaml").read_text()
     assert str(ground_truth) in cfg and "source: demo" in cfg
+
+
+def _brute_force_regret(rows, directions, metric, budget):
+    """Per proxy (and "largest"): mean true metric of the top pick under the budget, and best - pick."""
+    arch = {r["key"]: (float(r["params_m"]), float(r[metric])) for r in rows}
+    under = {k: v for k, v in arch.items() if v[0] <= budget}
+    best = max(m for _, m in under.values())
+    out = {}
+    for proxy in [*directions, "largest"]:
+        if proxy == "largest":
+            scored = {k: p for k, (p, _) in under.items()}
+        else:
+            sign = 1 if directions[proxy] == "higher" else -1
+            scored = {r["key"]: sign * float(r["value"]) for r in rows
+                      if r["proxy"] == proxy and r["key"] in under and r["valid"] == "1"}
+        top = max(scored.values())
+        picks = [k for k, v in scored.items() if v == top]
+        pick = sum(under[k][1] for k in picks) / len(picks)
+        out[proxy] = (len(under), best, pick, best - pick, sorted(picks))
+    return out
+
+
+def test_regret_equals_brute_force(full_run):
+    out, _ = full_run
+    rows = _scores(out)
+    directions = {p: r["direction"] for p, r in _summary(out).items()}
+    with (out / "regret.csv").open(newline="") as f:
+        regret = list(csv.DictReader(f))
+    # default budgets: the 25/50/75/100 % quantiles of the params, rounded up to 0.01 M
+    params = [float(r["params_m"]) for r in rows if r["proxy"] == "params"]
+    want_budgets = sorted({math.ceil(round(float(q) * 100, 6)) / 100
+                           for q in np.quantile(params, [0.25, 0.5, 0.75, 1.0])})
+    budgets = sorted({float(r["budget_m"]) for r in regret})
+    assert budgets == pytest.approx(want_budgets) and len(budgets) >= 3
+    assert len(regret) == 2 * len(budgets) * (len(directions) + 1)
+    for r in regret:
+        n, best, pick, reg, picks = _brute_force_regret(rows, directions, r["metric"], float(r["budget_m"]))[r["proxy"]]
+        assert int(r["n_under"]) == n
+        assert float(r["best_metric"]) == pytest.approx(best, abs=1e-6)
+        assert float(r["pick_metric"]) == pytest.approx(pick, abs=1e-6)
+        assert float(r["regret"]) == pytest.approx(reg, abs=1e-6)
+        assert sorted(r["pick_keys"].split()) == picks
+    last = max(budgets)
+    assert {int(r["n_under"]) for r in regret if float(r["budget_m"]) == last} == {N_ARCHS}
+    # top1 grows with params here: taking the largest has a small regret, and params picks the same
+    by = {(r["metric"], r["proxy"], float(r["budget_m"])): r for r in regret}
+    for b in budgets:
+        assert by[("top1", "params", b)]["pick_keys"] == by[("top1", "largest", b)]["pick_keys"]
+    md = (out / "summary.md").read_text()
+    assert "| best in file |" in md and "| largest |" in md
+
+
+def test_top_pick_ties_and_budget():
+    from pipeline.correlate import top_pick
+
+    score = np.array([3.0, 5.0, 5.0, np.nan, 9.0])
+    truth = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    allowed = np.array([True, True, True, True, False])  # item 4 is over the budget
+    assert top_pick(score, truth, allowed) == (3.0, [1, 2])  # tied picks count as their mean
+    assert top_pick(score, truth, np.array([True, False, False, True, False])) == (1.0, [0])
+    value, idx = top_pick(score, truth, np.array([False, False, False, True, False]))  # only a nan score
+    assert math.isnan(value) and idx == []
 
 
 def _main(*args):
@@ -323,3 +408,140 @@ def test_failing_proxy_is_recorded_then_retried(ground_truth, tmp_path, capsys):
     summary = _summary(out)
     assert int(summary["ntk_cond"]["n_valid"]) == 4 and int(summary["ntk_cond"]["n_invalid"]) == 0
     assert int(summary["params"]["n_valid"]) == 4
+
+
+# ----------------------------------------------------------------------------- halves, metrics, overrides
+
+
+def _keys(out):
+    return {r["key"] for r in _scores(out)}
+
+
+def test_split_halves_are_disjoint_and_cover_the_file(ground_truth, tmp_path, capsys):
+    from pipeline.groundtruth import load_split, write_split
+
+    split_file = write_split(ground_truth, tmp_path / "halves.json", seed=1)
+    halves = load_split(split_file)
+    args = ["correlate", f"--ground_truth={ground_truth}", "--probe.source=demo", "--probe.n=8",
+            "--proxies=params,flops", "--threads=1", f"--split_file={split_file}", "--plots=false"]
+    got = {}
+    for half in ("tune", "test"):
+        out = tmp_path / half
+        assert _main(*args, f"--output_dir={out}", f"--split={half}") == 0
+        got[half] = _keys(out)
+        assert got[half] == set(halves[half])
+        md = (out / "summary.md").read_text()
+        assert f"{half} half" in md and ("in-sample" in md) == (half == "tune")
+    assert not got["tune"] & got["test"]
+    assert got["tune"] | got["test"] == {f"a{i}" for i in range(N_ARCHS)}
+    assert abs(len(got["tune"]) - len(got["test"])) <= 1
+    # the split comes before limit: a limited tune run stays inside the tune half
+    assert _main(*args, f"--output_dir={tmp_path / 'lim'}", "--split=tune", "--limit=3") == 0
+    assert len(_keys(tmp_path / "lim")) == 3 and _keys(tmp_path / "lim") <= got["tune"]
+    capsys.readouterr()
+    # a split made for another file is refused
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"tune": ["a0", "zz"], "test": ["a1"]}))
+    assert _main(*args, f"--output_dir={tmp_path / 'bad'}", "--split=test", f"--split_file={other}") == 2
+    err = capsys.readouterr().err
+    assert "does not match" in err and "write_split" in err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name", ["autoformer_tiny_ood_vit_nas.json", "vitbench101_autoformer_tiny_kd.jsonl"])
+def test_committed_dev_splits(name, benchmark_path):
+    from pipeline.correlate import REPO_ROOT, SPLIT_DIR
+    from pipeline.groundtruth import load_ground_truth, load_split, make_split
+
+    gt = benchmark_path.parent / name
+    if not gt.is_file():
+        pytest.skip(f"{gt} not found")
+    keys = [e.key for e in load_ground_truth(gt)]
+    halves = load_split(REPO_ROOT / SPLIT_DIR / f"{gt.stem}.json")
+    assert not set(halves["tune"]) & set(halves["test"])
+    assert set(halves["tune"]) | set(halves["test"]) == set(keys) and len(keys) == len(set(keys))
+    assert abs(len(halves["tune"]) - len(halves["test"])) <= 1
+    assert {h: sorted(v) for h, v in halves.items()} == \
+           {h: sorted(v) for h, v in make_split(keys, seed=0).items() if h in halves}
+
+
+BAD_INPUTS = [("--metric=[top1, top9]", ["top9", "metrics present", "top1", "top5"]),
+              ("--arch_overrides={global_pool: avg, bogus_field: 1}", ["bogus_field", "valid fields", "global_pool"]),
+              ("--split=test", ["split=test", "make_split", "write_split", "--split_file", "tiny_gt.json"])]
+
+
+def _bad_input_args(gt, out, extra):
+    return ("correlate", f"--ground_truth={gt}", "--probe.source=demo", "--proxies=params", "--threads=1",
+            f"--output_dir={out}", extra)
+
+
+def test_bad_metric_override_and_missing_split(ground_truth, tmp_path, capsys):
+    for i, (extra, words) in enumerate(BAD_INPUTS):
+        out = tmp_path / f"out{i}"
+        assert _main(*_bad_input_args(ground_truth, out, extra)) == 2
+        message = capsys.readouterr().err
+        assert all(w in message for w in words), (extra, message)
+        assert not out.exists()  # refused before any work
+
+
+def test_missing_split_subprocess(ground_truth, tmp_path):
+    """One of BAD_INPUTS through a real interpreter (each start costs ~5-15 s; the others run in-process
+    above through the same pipeline.cli.main)."""
+    extra, words = BAD_INPUTS[2]
+    out = tmp_path / "out"
+    res = run_cli(*_bad_input_args(ground_truth, out, extra))
+    assert res.returncode == 2, res.stderr[-2000:]
+    message = res.stderr[res.stderr.rfind("error:"):]
+    assert all(w in message for w in words), message
+    assert "Traceback" not in res.stderr and not out.exists()  # refused before any work
+
+
+def test_resume_refuses_other_metrics_and_overrides(ground_truth, tmp_path, capsys):
+    from pipeline.models.complexity import count_params
+    from pipeline.space import ArchSpec
+
+    out = tmp_path / "m"
+    args = ["correlate", f"--ground_truth={ground_truth}", "--probe.source=demo", "--probe.n=8",
+            "--proxies=params", f"--output_dir={out}", "--threads=1", "--limit=3", "--plots=false"]
+    assert _main(*args, "--metric=top1") == 0
+    assert list(_scores(out)[0])[-1] == "top1"
+    capsys.readouterr()
+    assert _main(*args, "--metric=all") == 2
+    err = capsys.readouterr().err
+    assert "top5" in err and "--metric=[top1]" in err and "--fresh=true" in err
+    assert _main(*args, "--metric=top1", "--arch_overrides={num_classes: 7}") == 2
+    err = capsys.readouterr().err
+    assert "arch_overrides" in err and "--fresh=true" in err
+    # a config saved before metric lists and arch_overrides existed still resumes
+    cfg = (out / "config.yaml").read_text()
+    assert "- top1" in cfg and "arch_overrides: {}" in cfg
+    (out / "config.yaml").write_text(cfg.replace("arch_overrides: {}\n", "").replace("metric:\n- top1", "metric: top1"))
+    assert _main(*args, "--metric=top1", "--proxies=params,flops") == 0
+    assert "computed 3 new score(s)" in capsys.readouterr().out
+
+    # overrides reach the specs that are scored
+    over = tmp_path / "over"
+    assert _main(*args[:5], f"--output_dir={over}", *args[6:], "--arch_overrides={num_classes: 7}") == 0
+    specs = {d["id"]: d["arch"] for d in map(json.loads, ground_truth.read_text().splitlines())}
+    for r in _scores(over):
+        spec = ArchSpec.from_dict({**specs[r["key"]], "num_classes": 7})
+        assert float(r["params_m"]) == pytest.approx(count_params(spec) / 1e6)
+        assert float(r["params_m"]) < count_params(ArchSpec.from_dict(specs[r["key"]])) / 1e6
+    assert "num_classes" in (over / "summary.md").read_text()
+    capsys.readouterr()
+    assert _main(*args, f"--output_dir={tmp_path / 'x'}", "--arch_overrides={global_pool: max}") == 2
+    assert "global_pool" in capsys.readouterr().err
+
+
+def test_vitbench101_config(benchmark_path, tmp_path):
+    gt = benchmark_path.parent / "vitbench101_autoformer_tiny_kd.jsonl"
+    if not gt.is_file():
+        pytest.skip(f"{gt} not found")
+    out = tmp_path / "vb"
+    assert _main("correlate", "--config", "configs/correlate/vitbench101.yaml", "--proxies=[params,flops]",
+                 "--split=test", "--limit=6", f"--output_dir={out}", "--threads=1", "--plots=false") == 0
+    assert list(_scores(out)[0])[-3:] == ["cifar100_kd", "flowers102_kd", "chaoyang_kd"]
+    md = (out / "summary.md").read_text()
+    assert "test half" in md and "'global_pool': 'avg'" in md
+    from pipeline.groundtruth import load_split
+
+    assert _keys(out) <= set(load_split("configs/correlate/splits/vitbench101_autoformer_tiny_kd.json")["test"])
