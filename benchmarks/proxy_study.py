@@ -103,6 +103,13 @@ def base_scores(row: dict, groups: dict[str, np.ndarray]) -> dict[str, float]:
             s[f"vintk_identity_{n}seeds"] = float(np.mean([logdet_mean(k[:8, :8]) for k in kernels[:n]]))
     for i, k in enumerate(kernels):
         s[f"vintk_seed{i}"] = logdet_mean(view_sum(k))
+    # size-aware scores: a kernel statistic (a log) plus log multiply-adds, i.e. the log of
+    # (geometric-mean eigenvalue x compute); the weight of log FLOPs was tried at 0.5, 1 and 2.
+    log_flops = math.log(row["flops_m"])
+    for w in (0.5, 1.0, 2.0):
+        for name in ("vintk", "vintk_identity", "vintk_identity_2seeds", "vintk_identity_3seeds"):
+            if name in s:
+                s[f"{name}+{w:g}logF"] = s[name] + w * log_flops
     for name in ("synflow", "dss", "grad_norm", "snip"):
         if name in row:
             s[name] = row[name]

@@ -46,7 +46,7 @@ class ArchitectureSearch(Callback):
         seed: seeds the strategy; ``init_seed`` seeds every network's initialisation.
     """
 
-    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "vintk",
+    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "vintk_flops",
                  proxy_options: Optional[dict[str, Any]] = None, strategy: str = "evolution",
                  strategy_options: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
                  seed: int = 0, init_seed: int = 0, probe_size: int = 8) -> None:
