@@ -35,11 +35,12 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from pipeline.cli import UserError
-from pipeline.config import load_config, save_config
+from pipeline.config import CONFIG_DIR, find_config, load_config, save_config
 from pipeline.utils.io import atomic_write, atomic_write_text
 
+# A clone's root: the default config names the dev benchmark relative to it (../shared/...).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "correlate" / "default.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "correlate" / "default.yaml"
 SCORES_NAME = "scores.csv"
 CONFIG_NAME = "config.yaml"
 BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m"]
@@ -605,7 +606,7 @@ def main(argv: Sequence[str]) -> int:
         print(USAGE + DEFAULT_CONFIG.read_text())
         return 0
     config, overrides = _split_args(argv)
-    config_path = resolve_input(config, "config file") if config else DEFAULT_CONFIG
+    config_path = find_config(config, "correlate") if config else DEFAULT_CONFIG
     cfg = load_config(config_path, overrides)
 
     from rich.console import Console

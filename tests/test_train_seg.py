@@ -288,7 +288,7 @@ def test_demo_learns(tmp_path):
 
 # ------------------------------------------------------------------------------- bad input
 def _demo_copy(tmp_path: Path, n: int = 4) -> Path:
-    src = REPO / "data" / "seg_demo"
+    src = REPO / "pipeline" / "data" / "shipped" / "seg_demo"
     root = tmp_path / "seg"
     for kind, ext in (("images", "jpg"), ("annotations", "png")):
         for split in ("training", "validation"):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
+from pipeline.config import (CONFIG_DIR, ConfigError, find_config, load_config, pop_option, resolve_path,
+                             save_config)
 from pipeline.space.spec import ArchSpec, SpecError
 
 DEFAULT_CONFIG = CONFIG_DIR / "train" / "seg_demo.yaml"
@@ -24,9 +25,9 @@ HELP = f"""usage: python -m pipeline train --task seg [--config FILE] [--arch AR
 
 Retrain a searched ViT/PiT for semantic segmentation: mmsegmentation's ViT-UPerNet (our
 backbone + MultiLevelNeck + UPerHead + auxiliary FCNHead) on an mmseg dataset, driven by
-Lightning. Without arguments: the embedded demo scenes (data/seg_demo), a few CPU minutes.
+Lightning. Without arguments: the embedded demo scenes (pipeline/data/shipped/seg_demo), a few CPU minutes.
 
-  --config FILE          training config (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)};
+  --config FILE          training config file or shipped name (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)};
                          also configs/train/seg_ade20k.yaml, configs/train/seg_cityscapes.yaml)
   --arch FILE            the architecture (arch.yaml written by `python -m pipeline search`);
                          default: the config's `arch`, else the --backbone-ckpt's spec, else the
@@ -136,7 +137,7 @@ def main(argv: list[str]) -> int:
     config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
     arch_opt, argv = pop_option(argv, "--arch")
     ckpt_opt, argv = pop_option(argv, "--backbone-ckpt")
-    cfg = load_config(config_path, argv)
+    cfg = load_config(find_config(config_path, "train"), argv)
     _check_keys(cfg, config_path)
     return _run(cfg, arch_opt, ckpt_opt, resume, t0)
 

@@ -48,14 +48,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
+from pipeline.config import (CONFIG_DIR, ConfigError, find_config, load_config, pop_option, resolve_path,
+                             save_config)
 from pipeline.space.spec import ArchSpec, SpecError
 from pipeline.tracking import record_handoff
 from pipeline.utils.io import atomic_write_text
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
 DEFAULT_CONFIG = TRAIN_CONFIGS / "cls_demo.yaml"
-REPO = CONFIG_DIR.parent
+SHIPPED = CONFIG_DIR.parent  # shipped configs are shown as configs/..., which resolve_path finds
 SECTIONS = ("data", "model", "optim", "aug", "trainer")
 CHECKPOINTS = ("best.ckpt", "last.ckpt", "model.pt")
 
@@ -69,7 +70,7 @@ Retrain a chosen architecture with Lightning.
                   search` (default: the config's `arch`, else for the demo config the newest
                   searched demo-space spec, else configs/train/demo_default_arch.yaml)
   --resume        continue <out_dir>/<run_name>/last.ckpt
-  --config FILE   training config (default: {DEFAULT_CONFIG.relative_to(REPO)}; the DeiT/AutoFormer
+  --config FILE   training config file or shipped name (default: {DEFAULT_CONFIG.relative_to(SHIPPED)}; the DeiT/AutoFormer
                   ImageNet recipe: configs/train/cls_imagenet.yaml, needs --data.root=DIR)
   --KEY=VALUE     override any config value, e.g. --trainer.max_epochs=5 --data.batch_size=256
                   --trainer.accumulate_grad_batches=4 --optim.lr=1e-3 --wandb.mode=disabled
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> int:
     resume, rest = _pop_flag(rest, "--resume")
     arch_path, rest = pop_option(rest, "--arch", None)
     config_path, rest = pop_option(rest, "--config", DEFAULT_CONFIG)
-    cfg = load_config(config_path, rest)
+    cfg = load_config(find_config(config_path, "train"), rest)
     return train_classification(cfg, arch_path=arch_path, resume=resume)
 
 
