@@ -24,13 +24,13 @@ class ConfigError(ValueError):
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A path as given (relative to the working directory), else the shipped file it names.
+    """A path as given (relative to the working directory), else the shipped config it names.
 
     The user's files win; ``configs/train/cls_demo.yaml`` (as the README and the shipped configs
     write it) then works from any folder and from an installed wheel.
     """
     path = Path(path).expanduser()
-    if path.exists() or path.is_absolute():
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
         return path
     return PACKAGE_DIR / path if (PACKAGE_DIR / path).exists() else path
 
