@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, find_config, load_config, save_config
+from pipeline.config import CONFIG_DIR, find_config, load_config, resolve_path, save_config
 from pipeline.utils.io import atomic_write, atomic_write_text
 
 # A clone's root: the default config names the dev benchmark relative to it (../shared/...).
@@ -109,9 +109,11 @@ def _split_args(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 
 def resolve_input(path: str | Path, what: str) -> Path:
-    """A relative path is looked up in the current directory, then in the repository root."""
+    """A relative path is looked up in the current directory, then among the shipped configs
+    (``configs/...``), then in the repository root."""
     p = Path(str(path)).expanduser()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, REPO_ROOT / p]
+    candidates = [p] if p.is_absolute() else list(dict.fromkeys(
+        [Path.cwd() / p, resolve_path(p).absolute(), REPO_ROOT / p]))
     for c in candidates:
         if c.is_file():
             return c.resolve()
