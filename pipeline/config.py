@@ -12,9 +12,11 @@ from typing import Any, Iterable
 
 import yaml
 
+from pipeline.resources import shipped
 from pipeline.utils.io import atomic_write_text
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PACKAGE_DIR = shipped()
+CONFIG_DIR = shipped("configs")  # the shipped configs; `configs/...` paths fall back to them
 
 
 class ConfigError(ValueError):
@@ -22,21 +24,42 @@ class ConfigError(ValueError):
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A path as given (relative to the working directory), else relative to the repository.
+    """A path as given (relative to the working directory), else the shipped config it names.
 
-    Lets the shipped ``configs/...`` and ``data/...`` paths work from any working directory.
+    The user's files win; ``configs/train/cls_demo.yaml`` (as the README and the shipped configs
+    write it) then works from any folder and from an installed wheel.
     """
     path = Path(path).expanduser()
-    if path.exists() or path.is_absolute():
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
         return path
-    repo = CONFIG_DIR.parent
-    return repo / path if (repo / path).exists() else path
+    return PACKAGE_DIR / path if (PACKAGE_DIR / path).exists() else path
+
+
+def shipped_configs(kind: str) -> list[str]:
+    """Names of the shipped configs of one command (``search``, ``train``, ``run``, ``correlate``)."""
+    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+
+
+def find_config(value: str | Path, kind: str) -> Path:
+    """A ``--config`` value: a YAML file (see :func:`resolve_path`) or a shipped config's name.
+
+    ``--config autoformer_tiny`` on ``search`` is ``configs/search/autoformer_tiny.yaml``.
+    """
+    path = resolve_path(value)
+    if path.is_file():
+        return path
+    name = str(value)
+    named = CONFIG_DIR / kind / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if Path(name).name == name and named.is_file():
+        return named
+    raise ConfigError(f"config file {name} does not exist and is not the name of a shipped {kind} config; "
+                      f"pass a YAML file or one of: {', '.join(shipped_configs(kind))}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = resolve_path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; see configs/ for the shipped ones")
+        raise ConfigError(f"config file {path} does not exist; the shipped ones are in {CONFIG_DIR}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

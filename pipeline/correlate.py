@@ -46,11 +46,12 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from pipeline.cli import UserError
-from pipeline.config import load_config, save_config
+from pipeline.config import CONFIG_DIR, find_config, load_config, resolve_path, save_config
 from pipeline.utils.io import atomic_write, atomic_write_text
 
+# A clone's root: the default config names the dev benchmark relative to it (../shared/...).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "correlate" / "default.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "correlate" / "default.yaml"
 SCORES_NAME = "scores.csv"
 CONFIG_NAME = "config.yaml"
 BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m"]
@@ -123,9 +124,11 @@ def _split_args(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 
 def resolve_input(path: str | Path, what: str) -> Path:
-    """A relative path is looked up in the current directory, then in the repository root."""
+    """A relative path is looked up in the current directory, then among the shipped configs
+    (``configs/...``), then in the repository root."""
     p = Path(str(path)).expanduser()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, REPO_ROOT / p]
+    candidates = [p] if p.is_absolute() else list(dict.fromkeys(
+        [Path.cwd() / p, resolve_path(p).absolute(), REPO_ROOT / p]))
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -840,7 +843,7 @@ def main(argv: Sequence[str]) -> int:
         print(USAGE + DEFAULT_CONFIG.read_text())
         return 0
     config, overrides = _split_args(argv)
-    config_path = resolve_input(config, "config file") if config else DEFAULT_CONFIG
+    config_path = find_config(config, "correlate") if config else DEFAULT_CONFIG
     cfg = load_config(config_path, overrides)
 
     from rich.console import Console

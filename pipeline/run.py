@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import (CONFIG_DIR, ConfigError, apply_overrides, expand_run_name, load_yaml, parse_overrides,
-                             pop_option, resolve_path, save_config)
+from pipeline.config import (CONFIG_DIR, ConfigError, apply_overrides, expand_run_name, find_config, load_yaml,
+                             parse_overrides, pop_option, resolve_path, save_config)
 from pipeline.utils.io import atomic_write_text
 
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
-REPO = CONFIG_DIR.parent
+SHIPPED = CONFIG_DIR.parent  # shipped configs are shown as configs/..., which resolve_path finds
 STAGES = ("search", "cls", "seg")
 COMMANDS = {"search": ["search"], "cls": ["train", "--task", "cls"], "seg": ["train", "--task", "seg"]}
 
@@ -40,7 +40,7 @@ Search, then retrain the chosen architecture for classification, then for segmen
 stage reads the previous stage's outputs from <out_dir>/<run_name>/. With no options: the
 embedded demo data on the CPU (about 20 minutes on 2 cores).
 
-  --config FILE   run config (default: {DEFAULT_CONFIG.relative_to(REPO)})
+  --config FILE   run config file or shipped name (default: {DEFAULT_CONFIG.relative_to(SHIPPED)})
   --KEY=VALUE     override a run key (--run_name=my-run, --stages=[search,cls]) or any key of a
                   stage's own config: --search.strategy.name=random --cls.trainer.max_epochs=5
                   --seg.trainer.max_steps=300 --cls.data.batch_size=128 --wandb.mode=disabled
@@ -165,7 +165,7 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     config_path, argv = pop_option(list(argv), "--config", DEFAULT_CONFIG)
-    cfg = load_run_config(resolve_path(config_path), argv)
+    cfg = load_run_config(find_config(config_path, "run"), argv)
     name = str(cfg["run_name"]).strip()
     if not name or "/" in name:
         raise ConfigError(f"run_name={cfg['run_name']!r} must be a non-empty folder name")

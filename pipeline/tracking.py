@@ -48,6 +48,9 @@ def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Option
 
 # What the stages hand each other, by kind: W&B artifact type.
 ARTIFACT_TYPES = {"arch": "architecture", "model": "model"}
+# Files that travel in a hand-off's artifact when they sit beside it: the model's exports, which
+# load without this package (a teammate pulls the artifact and needs nothing else).
+COMPANIONS = {"model": ("model.pt2", "model.onnx")}
 
 
 def artifact_name(kind: str, group: Optional[str], run_dir: Path) -> str:
@@ -57,12 +60,17 @@ def artifact_name(kind: str, group: Optional[str], run_dir: Path) -> str:
 
 def handoff_artifact(kind: str, group: Optional[str], path: Path, run_dir: Optional[Path] = None,
                      metadata: Optional[dict[str, Any]] = None):
-    """The W&B artifact of one hand-off file, named after the stage folder that wrote it."""
+    """The W&B artifact of one hand-off file (plus its companions), named after the stage folder
+    that wrote it. Producer and consumer build it alike, so online both name the same version."""
     import wandb
 
     art = wandb.Artifact(artifact_name(kind, group, run_dir or path.parent), type=ARTIFACT_TYPES[kind],
                          metadata=metadata)
     art.add_file(str(path))
+    for name in COMPANIONS.get(kind, ()):
+        companion = path.parent / name
+        if name != path.name and companion.is_file():
+            art.add_file(str(companion))
     return art
 
 

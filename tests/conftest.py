@@ -26,3 +26,15 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
     full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def offline_artifact_has(run_dir: Path, *files: Path) -> bool:
+    """Whether the offline W&B run under ``run_dir/wandb`` logged an artifact holding these exact files.
+
+    An artifact's manifest records each file's MD5 (base64) in the run's log, ``run-*.wandb``.
+    """
+    import base64
+    import hashlib
+
+    logs = b"".join(p.read_bytes() for p in run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    return bool(logs) and all(base64.b64encode(hashlib.md5(Path(f).read_bytes()).digest()) in logs for f in files)

@@ -44,7 +44,7 @@ def test_data_dir_env_override(monkeypatch, tmp_path):
     finally:
         monkeypatch.delenv("PIPELINE_DATA_DIR")
         importlib.reload(paths)
-    assert paths.DATA_DIR == paths.REPO_DATA_DIR
+    assert paths.DATA_DIR == paths.SHIPPED_DATA_DIR.resolve()
 
 
 @pytest.mark.parametrize("split,size", [("train", 5000), ("val", 1000)])

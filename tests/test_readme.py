@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,9 @@ def test_every_readme_command_runs(tmp_path):
                     "run-demo/report.md", "search-autoformer_tiny/arch.yaml"):
         assert (out / written).is_file(), written
     assert list(Path(out / "correlate").rglob("summary.md"))
+    # the README's lines that load the exported models run as shown, in the same folder
+    snippets = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert len(snippets) == 3
+    for code in snippets:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (code, done.stderr[-2000:])

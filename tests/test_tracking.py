@@ -28,3 +28,21 @@ def test_online_without_login_fails_fast_and_disabled_logs_nothing(clean_env, tm
         wandb_logger({"wandb": {"mode": "online"}}, tmp_path / "run", job_type="test")
     assert wandb_logger({"wandb": {"mode": "disabled"}}, tmp_path / "run", job_type="test") is False
     assert wandb_logger({"wandb": {"enabled": False}}, tmp_path / "run", job_type="test") is False
+
+
+def test_model_artifact_carries_the_exports(tmp_path):
+    """Producer and consumer build the same `model` artifact: model.pt with its exports beside it."""
+    from pipeline.tracking import handoff_artifact
+
+    run = tmp_path / "cls-demo"
+    run.mkdir()
+    for name, data in (("model.pt", b"weights"), ("model.pt2", b"program"), ("arch.yaml", b"spec")):
+        (run / name).write_bytes(data)
+    art = handoff_artifact("model", "group", run / "model.pt")
+    assert art.name == "model-group-cls-demo" and art.type == "model"
+    assert sorted(art.manifest.entries) == ["model.pt", "model.pt2"]  # model.onnx absent: not invented
+    (run / "model.onnx").write_bytes(b"graph")
+    assert sorted(handoff_artifact("model", "group", run / "model.pt").manifest.entries) == [
+        "model.onnx", "model.pt", "model.pt2"]
+    assert sorted(handoff_artifact("model", None, run / "model.pt2").manifest.entries) == ["model.onnx", "model.pt2"]
+    assert sorted(handoff_artifact("arch", None, run / "arch.yaml").manifest.entries) == ["arch.yaml"]

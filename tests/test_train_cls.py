@@ -1,5 +1,8 @@
 """`python -m pipeline train --task cls`: configs, learning, checkpoints, bad input, CLI."""
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -8,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import REPO, run_cli
+from conftest import REPO, offline_artifact_has, run_cli
 from pipeline.classification import ClassificationModule, load_backbone, load_exported
 from pipeline.cli import UserError
 from pipeline.config import ConfigError, load_config
@@ -124,6 +127,36 @@ def test_checkpoint_round_trip(trained):
     # the headless backbone for segmentation
     _, backbone = load_backbone(run / "model.pt")
     assert isinstance(backbone.head, torch.nn.Identity)
+
+
+def test_portable_exports_match_pytorch(trained):
+    """model.pt2 (torch alone) and model.onnx (onnxruntime) give the trained network's logits."""
+    import onnxruntime as ort  # the test extra
+    from torchvision.transforms.v2 import functional as TF
+
+    from pipeline.data.demo import MEAN, STD, gray_to_rgb, load_demo_arrays
+
+    run, _, _ = trained
+    images = gray_to_rgb(torch.from_numpy(load_demo_arrays()["val_images"][:7]), 32)  # [0, 1] RGB, as users have
+    net = ClassificationModule.load_from_checkpoint(run / "best.ckpt", map_location="cpu").eval()
+    with torch.no_grad():
+        expected = net(TF.normalize(images, [MEAN] * 3, [STD] * 3))
+        program = torch.export.load(run / "model.pt2").module()
+        from_pt2 = program(images)
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    from_onnx = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    for name, out in (("model.pt2", from_pt2), ("model.onnx", from_onnx)):
+        diff = (out - expected).abs().max().item()
+        print(f"{name}: max abs diff {diff:.2e} over {len(images)} images")
+        assert out.shape == (7, 10) and diff <= 1e-4, (name, diff)
+        assert torch.equal(out.argmax(1), expected.argmax(1))
+    assert json.loads((run / "metrics.json").read_text())["exports"] == ["model.pt2", "model.onnx"]
+    # torch alone: loading and running it imports neither this package nor timm or Lightning
+    code = ("import sys, torch; m = torch.export.load(sys.argv[1]).module(); print(m(torch.rand(3, 3, 32, 32)).shape, "
+            "sorted({k.split('.')[0] for k in sys.modules} & {'pipeline', 'timm', 'lightning', 'mmseg'}))")
+    done = subprocess.run([sys.executable, "-I", "-c", code, str(run / "model.pt2")], capture_output=True, text=True,
+                          cwd=run, timeout=300)
+    assert done.stdout.strip() == "torch.Size([3, 10]) []", done.stdout + done.stderr[-1000:]
 
 
 def test_resume_continues_last_checkpoint(trained):
@@ -283,8 +316,12 @@ def test_cli_trains_and_writes_its_files(tmp_path):
                      env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     run = tmp_path / "cli"
-    assert {"config.yaml", "arch.yaml", "best.ckpt", "last.ckpt", "model.pt", "wandb"} <= run_files(run)
+    assert {"config.yaml", "arch.yaml", "best.ckpt", "last.ckpt", "model.pt", "model.pt2", "model.onnx",
+            "wandb"} <= run_files(run)
     assert "final metrics" in result.stdout and str(run / "model.pt") in result.stdout
+    assert str(run / "model.pt2") in result.stdout and str(run / "model.onnx") in result.stdout
+    # the W&B `model` artifact carries the exports too: a teammate pulls a model that needs no repository
+    assert offline_artifact_has(run, run / "model.pt", run / "model.pt2", run / "model.onnx")
     assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
 
 

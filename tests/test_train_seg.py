@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, run_cli
+from conftest import REPO, offline_artifact_has, run_cli
 
 import pipeline.segmentation  # noqa: F401  (compat + registrations)
 from pipeline.cli import UserError
@@ -288,7 +288,7 @@ def test_demo_learns(tmp_path):
 
 # ------------------------------------------------------------------------------- bad input
 def _demo_copy(tmp_path: Path, n: int = 4) -> Path:
-    src = REPO / "data" / "seg_demo"
+    src = REPO / "pipeline" / "data" / "shipped" / "seg_demo"
     root = tmp_path / "seg"
     for kind, ext in (("images", "jpg"), ("annotations", "png")):
         for split in ("training", "validation"):
@@ -353,11 +353,37 @@ def test_cli_trains_and_reports_baseline(tmp_path):
     out = tmp_path / "cli"
     assert ArchSpec.load(out / "arch.yaml") == DEMO_SPEC  # the checkpoint's spec is trained
     assert list((out / "wandb").glob("offline-run-*")), "an offline W&B run is written"
+    _check_exported_segmentor(out)
+    assert offline_artifact_has(out, out / "model.pt2"), "the run's `model` artifact holds model.pt2"
     r = _cli(f"--data.data_root={root}", f"--out_dir={tmp_path}", "--run_name=cli", "--resume",
              "--trainer.max_steps=6",
              "--trainer.val_check_interval=2", "--data.batch_size=4", "--wandb.mode=disabled")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["steps"] == 6
+
+
+def _check_exported_segmentor(out: Path) -> None:
+    """model.pt2 (torch alone, [0, 1] RGB in) gives mmseg's own prediction logits on val images."""
+    import yaml
+
+    from pipeline.segmentation.datamodule import SegDataModule
+    from pipeline.segmentation.module import SegmentationModule
+
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    module = SegmentationModule.load_from_checkpoint(out / "best.ckpt", map_location="cpu").eval()
+    dm = SegDataModule(cfg["data"], seed=0)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        preds = module.model.predict(**module._preprocess(batch, False))  # mmseg: BGR uint8 in
+        expected = torch.stack([p.seg_logits.data for p in preds])
+        images = torch.stack(batch["inputs"]).flip(1).float() / 255     # the same images as RGB in [0, 1]
+        got = torch.export.load(out / "model.pt2").module()(images)
+    diff = (got - expected).abs().max().item()
+    print(f"seg model.pt2: max abs diff {diff:.2e} over {len(images)} images")
+    assert got.shape == expected.shape == (len(images), 6, 64, 64) and diff <= 1e-4, diff
+    assert torch.equal(got.argmax(1), torch.stack([p.pred_sem_seg.data[0] for p in preds]))
+    assert json.loads((out / "metrics.json").read_text())["exports"] == ["model.pt2"]
 
 
 def test_cli_bad_input_exits_2(tmp_path):

@@ -1,4 +1,4 @@
-"""Fashion-MNIST demo classification set, shipped as data/fashion_mnist_demo.npz.
+"""Fashion-MNIST demo classification set, shipped as pipeline/data/shipped/fashion_mnist_demo.npz.
 
 5,000 train / 1,000 val images (class-balanced, 10 classes): small enough to
 train a tiny ViT on a laptop CPU, so the whole search -> retrain pipeline can be
@@ -44,9 +44,9 @@ def load_demo_arrays() -> dict[str, np.ndarray]:
     path = paths.DATA_DIR / DEMO_FILE
     if not path.is_file():
         raise DataError(
-            f"demo data file {path} not found. It ships with the repository under data/; "
+            f"demo data file {path} not found. It ships inside the package (pipeline/data/shipped/); "
             f"set PIPELINE_DATA_DIR to the folder holding it, or rebuild it with "
-            f"data/make_demo_data.py (see data/README.md)."
+            f"pipeline/data/shipped/make_demo_data.py (see the README.md there)."
         )
     return _read_npz(path)
 

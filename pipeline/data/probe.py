@@ -35,8 +35,8 @@ def _read_photos(folder: Path) -> tuple[tuple[str, ...], tuple[Tensor, ...]]:
     files = sorted(folder.glob("*.jpg"))
     if not files:
         raise DataError(
-            f"no probe photos (*.jpg) in {folder}; they ship with the repository "
-            f"under data/{PHOTO_DIR}/ (see data/README.md)"
+            f"no probe photos (*.jpg) in {folder}; they ship inside the package "
+            f"under pipeline/data/shipped/{PHOTO_DIR}/ (see the README.md there)"
         )
     names, images = [], []
     for f in files:

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, load_config, pop_option, save_config
+from pipeline.config import CONFIG_DIR, find_config, load_config, pop_option, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.proxies import available_proxies, get_proxy
 from pipeline.search.callback import ArchitectureSearch
@@ -25,8 +25,9 @@ Score candidate ViTs of a search space at initialisation with a training-free pr
 default), under params/FLOPs limits, with an evolutionary or random strategy, and write the
 chosen architecture to <out_dir>/<run_name>/arch.yaml (the file `train` reads).
 
-  --config FILE   search config (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)}; also
-                  configs/search/autoformer_tiny.yaml, autoformer_small, autoformer_base, pit_tiny)
+  --config FILE   search config file, or a shipped one by name (default: demo, i.e.
+                  {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)}; also autoformer_tiny, autoformer_small,
+                  autoformer_base, pit_tiny)
   --KEY=VALUE     override any config value, e.g. --strategy.name=random --limits.max_params=6
                   --proxy.name=ntk_cond --trainer.devices=2 --wandb.mode=disabled
 
@@ -123,7 +124,7 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
-    cfg = load_config(config_path, argv)
+    cfg = load_config(find_config(config_path, "search"), argv)
     search, out = build_search(cfg)
     check_resumable(cfg, out)
     logger = wandb_logger(cfg, out, job_type="search")

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
+from pipeline.config import (CONFIG_DIR, ConfigError, find_config, load_config, pop_option, resolve_path,
+                             save_config)
 from pipeline.space.spec import ArchSpec, SpecError
 
 DEFAULT_CONFIG = CONFIG_DIR / "train" / "seg_demo.yaml"
@@ -24,9 +25,9 @@ HELP = f"""usage: python -m pipeline train --task seg [--config FILE] [--arch AR
 
 Retrain a searched ViT/PiT for semantic segmentation: mmsegmentation's ViT-UPerNet (our
 backbone + MultiLevelNeck + UPerHead + auxiliary FCNHead) on an mmseg dataset, driven by
-Lightning. Without arguments: the embedded demo scenes (data/seg_demo), a few CPU minutes.
+Lightning. Without arguments: the embedded demo scenes (pipeline/data/shipped/seg_demo), a few CPU minutes.
 
-  --config FILE          training config (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)};
+  --config FILE          training config file or shipped name (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)};
                          also configs/train/seg_ade20k.yaml, configs/train/seg_cityscapes.yaml)
   --arch FILE            the architecture (arch.yaml written by `python -m pipeline search`);
                          default: the config's `arch`, else the --backbone-ckpt's spec, else the
@@ -40,7 +41,9 @@ Lightning. Without arguments: the embedded demo scenes (data/seg_demo), a few CP
                          --trainer.devices=8 --trainer.strategy=ddp --eval.mode=slide --wandb.mode=disabled
 
 Outputs in <out_dir>/<run_name>/: config.yaml (resolved), arch.yaml, best.ckpt (best val mIoU),
-last.ckpt, metrics.json, val_examples.png, csv/version_N/metrics.csv; W&B run (online when logged in, else offline) under wandb/.
+last.ckpt, model.pt2 (torch.export of the inference at the crop size: loads with torch alone),
+metrics.json, val_examples.png, csv/version_N/metrics.csv; W&B run (online when logged in, else
+offline) under wandb/, with model.pt2 as its `model` artifact.
 Multi-GPU: --trainer.devices=N --trainer.strategy=ddp (heads switch to SyncBN on CUDA).
 """
 
@@ -136,7 +139,7 @@ def main(argv: list[str]) -> int:
     config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
     arch_opt, argv = pop_option(argv, "--arch")
     ckpt_opt, argv = pop_option(argv, "--backbone-ckpt")
-    cfg = load_config(config_path, argv)
+    cfg = load_config(find_config(config_path, "train"), argv)
     _check_keys(cfg, config_path)
     return _run(cfg, arch_opt, ckpt_opt, resume, t0)
 
@@ -250,13 +253,20 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = dict(module.last_metrics)
     if rank0:
+        from pipeline.segmentation.backbone import as_hw
+        from pipeline.segmentation.export import export_segmentor
+
+        size = as_hw(d["crop_size"])
+        exported = export_segmentor(out, module.model, size)
         per_class = {k[4:]: v for k, v in metrics.items() if k.startswith("IoU.")}
         summary = {"mIoU": metrics.get("mIoU"), "aAcc": metrics.get("aAcc"), "mAcc": metrics.get("mAcc"),
                    "per_class_IoU": per_class, "majority_baseline": baseline, "checkpoint": best or None,
                    "arch": spec.to_dict(), "arch_source": source, "backbone_init": init_report,
+                   "exports": [exported.name] if exported else [],
                    "steps": trainer.global_step, "wall_time_s": round(time.time() - t0, 1)}
         atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
-        record_handoff(trainer.loggers, out, consumed={"model": Path(ckpt)} if ckpt else None)
+        record_handoff(trainer.loggers, out, produced=("model", exported) if exported else None,
+                       consumed={"model": Path(ckpt)} if ckpt else None)
         width = max(len(c) for c in per_class) if per_class else 5
         print("per-class IoU (val):")
         for name, v in per_class.items():
@@ -266,6 +276,9 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
             line += (f"   | majority-class baseline ('{baseline['class']}' everywhere) mIoU: "
                      f"{baseline['mIoU']:.2f}  aAcc: {baseline['aAcc']:.2f}")
         print(line)
+        if exported:
+            print(f"exported segmentor: {exported}  (torch.export, {size[0]}x{size[1]} [0, 1] RGB in, "
+                  "class logits out)")
         print(f"best checkpoint: {best or '(none)'}; outputs in {out}  ({time.time() - t0:.0f} s)")
     return 0
 

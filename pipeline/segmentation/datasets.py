@@ -29,7 +29,7 @@ DEMO_DIR_NAME = "seg_demo"
 
 @DATASETS.register_module()
 class DemoSegDataset(BaseSegDataset):
-    """The embedded demo scenes (``data/seg_demo``): Fashion-MNIST garments pasted on crops of
+    """The embedded demo scenes (``pipeline/data/shipped/seg_demo``): Fashion-MNIST garments pasted on crops of
     natural photos, with exact per-pixel masks. ADE20K's folder layout and suffixes::
 
         data_root/images/{training,validation}/NNNN.jpg

@@ -15,10 +15,10 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from pipeline.models.complexity import count_flops, count_params
+from pipeline.resources import shipped
 from pipeline.space.spec import ArchSpec, SpecError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-SPACES_DIR = CONFIG_DIR / "spaces"
+SPACES_DIR = shipped("configs", "spaces")
 GRANULARITIES = ("layer", "stage", "global")
 FIXED_KEYS = ("img_size", "patch_size", "patch_stride", "in_chans", "num_classes", "head_dim",
               "rel_pos", "rel_pos_max", "global_pool")
@@ -128,7 +128,9 @@ class SearchSpace:
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
         """Load a preset by name (``autoformer_tiny``) or a YAML file by path."""
-        path = Path(name_or_path)
+        from pipeline.config import resolve_path
+
+        path = resolve_path(name_or_path)
         if not path.suffix:
             path = SPACES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():

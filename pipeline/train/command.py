@@ -11,7 +11,9 @@ runs ``Trainer.fit`` and writes to ``<out_dir>/<run_name>/``:
   continues from ``last.ckpt``;
 * ``model.pt``: the best weights as a plain ``state_dict`` with the spec and metrics, what the
   segmentation task loads as its backbone (:func:`pipeline.classification.load_exported`),
-  also logged to W&B as the ``model`` artifact; ``metrics.json``: the final validation metrics;
+  also logged to W&B as the ``model`` artifact with the two files below;
+* ``model.pt2`` (``torch.export``) and ``model.onnx``: the same network for use without this
+  package, [0, 1] RGB images in, logits out; ``metrics.json``: the final validation metrics;
 * ``csv/version_N/metrics.csv`` (one per invocation) and, unless disabled, an offline W&B run
   in ``wandb/``.
 
@@ -48,14 +50,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
+from pipeline.config import (CONFIG_DIR, ConfigError, find_config, load_config, pop_option, resolve_path,
+                             save_config)
 from pipeline.space.spec import ArchSpec, SpecError
 from pipeline.tracking import record_handoff
 from pipeline.utils.io import atomic_write_text
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
 DEFAULT_CONFIG = TRAIN_CONFIGS / "cls_demo.yaml"
-REPO = CONFIG_DIR.parent
+SHIPPED = CONFIG_DIR.parent  # shipped configs are shown as configs/..., which resolve_path finds
 SECTIONS = ("data", "model", "optim", "aug", "trainer")
 CHECKPOINTS = ("best.ckpt", "last.ckpt", "model.pt")
 
@@ -69,7 +72,7 @@ Retrain a chosen architecture with Lightning.
                   search` (default: the config's `arch`, else for the demo config the newest
                   searched demo-space spec, else configs/train/demo_default_arch.yaml)
   --resume        continue <out_dir>/<run_name>/last.ckpt
-  --config FILE   training config (default: {DEFAULT_CONFIG.relative_to(REPO)}; the DeiT/AutoFormer
+  --config FILE   training config file or shipped name (default: {DEFAULT_CONFIG.relative_to(SHIPPED)}; the DeiT/AutoFormer
                   ImageNet recipe: configs/train/cls_imagenet.yaml, needs --data.root=DIR)
   --KEY=VALUE     override any config value, e.g. --trainer.max_epochs=5 --data.batch_size=256
                   --trainer.accumulate_grad_batches=4 --optim.lr=1e-3 --wandb.mode=disabled
@@ -78,7 +81,7 @@ With no options: retrain on the embedded Fashion-MNIST demo set on the CPU (a fe
 Several GPUs: --trainer.devices=8 --trainer.strategy=ddp; nodes: --trainer.num_nodes=N, with the
 command started on every node (SLURM srun or torchrun).
 Outputs in <out_dir>/<run_name>/: best.ckpt, last.ckpt (Lightning), model.pt (spec + state_dict,
-the segmentation backbone), metrics.json, arch.yaml, config.yaml, csv/version_N/metrics.csv,
+the segmentation backbone), model.pt2 and model.onnx (the network without this package), metrics.json, arch.yaml, config.yaml, csv/version_N/metrics.csv,
 wandb/ (offline).
 """
 
@@ -118,7 +121,7 @@ def main(argv: list[str]) -> int:
     resume, rest = _pop_flag(rest, "--resume")
     arch_path, rest = pop_option(rest, "--arch", None)
     config_path, rest = pop_option(rest, "--config", DEFAULT_CONFIG)
-    cfg = load_config(config_path, rest)
+    cfg = load_config(find_config(config_path, "train"), rest)
     return train_classification(cfg, arch_path=arch_path, resume=resume)
 
 
@@ -405,7 +408,7 @@ def _quiet_lightning() -> None:
 def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, resume: bool = False) -> int:
     from lightning.pytorch import seed_everything
 
-    from pipeline.classification import export_model
+    from pipeline.classification import export_model, export_portable
     from pipeline.data import DataError
 
     started = time.time()
@@ -442,13 +445,15 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if trainer.global_rank == 0:
             model_pt = export_model(run_dir / "model.pt", spec, module.net, metrics)
+            portable = export_portable(run_dir, module.net, dm.image_size, dm.mean, dm.std)
             atomic_write_text(run_dir / "metrics.json", json.dumps(
                 {**metrics, "checkpoint": best or None, "epochs": trainer.current_epoch,
-                 "arch_source": source, "wall_time_s": round(time.time() - started, 1)}, indent=2))
+                 "arch_source": source, "exports": [p.name for p in portable],
+                 "wall_time_s": round(time.time() - started, 1)}, indent=2))
             spec_file = _spec_file(source)
             record_handoff(trainer.loggers, run_dir, produced=("model", model_pt),
                            consumed={"arch": spec_file} if spec_file else None)
-            _report(trainer, metrics, run_dir, model_pt, best, time.time() - started)
+            _report(trainer, metrics, run_dir, model_pt, best, time.time() - started, portable)
     except DataError as e:
         _cleanup(run_dir, created, started, written)
         raise UserError(_data_message(e)) from None
@@ -461,7 +466,8 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
     return 0
 
 
-def _report(trainer, metrics: dict[str, float], run_dir: Path, model_pt: Path, best: str, seconds: float) -> None:
+def _report(trainer, metrics: dict[str, float], run_dir: Path, model_pt: Path, best: str, seconds: float,
+            portable: list[Path]) -> None:
     shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
     throughput = trainer.callback_metrics.get("train/throughput")
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -472,8 +478,10 @@ def _report(trainer, metrics: dict[str, float], run_dir: Path, model_pt: Path, b
         lines.append(f"best checkpoint: {best}")
     if (run_dir / "last.ckpt").is_file():
         lines.append(f"last checkpoint: {run_dir / 'last.ckpt'}")
-    lines += [f"exported model:  {model_pt}  (spec + state_dict, the segmentation backbone)",
-              f"wall time: {minutes}m{secs:02d}s"]
+    lines += [f"exported model:  {model_pt}  (spec + state_dict, the segmentation backbone)"]
+    lines += [f"                 {p}  ({'torch.export' if p.suffix == '.pt2' else 'ONNX'}: [0, 1] RGB in, logits out)"
+              for p in portable]
+    lines.append(f"wall time: {minutes}m{secs:02d}s")
     print("\n".join(lines))
 
 

@@ -1,8 +1,8 @@
-"""Build the embedded segmentation demo set, data/seg_demo/ (see data/README.md).
+"""Build the embedded segmentation demo set, seg_demo/ beside this script (see the README.md there).
 
 Scenes of 64x64 pixels: a random crop (64-128 px of the 256 px photo, resized, brightness
-jittered) of one of the natural photos in data/probe_photos/ as background, with 1-3
-Fashion-MNIST garments (data/fashion_mnist_demo.npz) pasted on it, each scaled to 30-52 px,
+jittered) of one of the natural photos in probe_photos/ as background, with 1-3
+Fashion-MNIST garments (fashion_mnist_demo.npz) pasted on it, each scaled to 30-52 px,
 tinted with a random colour (saturation 0.4-1, value 0.65-1), at most a quarter of it cut by
 the border, placed where it overlaps earlier garments least (of 12 random positions; a later
 garment may still occlude part of an earlier one). A garment covers exactly the pixels where
@@ -15,8 +15,8 @@ Classes (DemoSegDataset.METAINFO): 0 background, 1 top (T-shirt/top, Pullover, C
 scenes come from the demo set's train images, those of the validation scenes from its val
 images (themselves from the Fashion-MNIST test set); background crops are drawn independently.
 
-    python data/make_seg_demo.py            # rewrites data/seg_demo/ (seeded, deterministic)
-    python data/make_seg_demo.py --train 400 --val 80 --size 64 --out /tmp/seg_demo
+    python pipeline/data/shipped/make_seg_demo.py            # rewrites pipeline/data/shipped/seg_demo/ (seeded, deterministic)
+    python pipeline/data/shipped/make_seg_demo.py --train 400 --val 80 --size 64 --out /tmp/seg_demo
 """
 from __future__ import annotations
 

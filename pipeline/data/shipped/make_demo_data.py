@@ -3,11 +3,11 @@
 Nothing in the `pipeline` package runs this script or needs its extra
 dependencies: the outputs (fashion_mnist_demo.npz, probe_photos/*.jpg) are
 committed, so the package never downloads anything at run time. Run it only to
-regenerate or audit those files (see data/README.md):
+regenerate or audit those files (see the README.md beside it):
 
-    python data/make_demo_data.py               # both outputs
-    python data/make_demo_data.py --only demo   # fashion_mnist_demo.npz
-    python data/make_demo_data.py --only photos # probe_photos/*.jpg
+    python pipeline/data/shipped/make_demo_data.py               # both outputs
+    python pipeline/data/shipped/make_demo_data.py --only demo   # fashion_mnist_demo.npz
+    python pipeline/data/shipped/make_demo_data.py --only photos # probe_photos/*.jpg
 
 Inputs:
 - demo: the Fashion-MNIST idx files from the Debian package
@@ -45,7 +45,7 @@ SEED = 0
 PHOTO_SHORT_SIDE = 256
 PHOTO_QUALITY = 90
 # (file stem, package, loader name). The list order is the label order used by
-# pipeline.data.probe; licenses are listed in data/README.md.
+# pipeline.data.probe; licenses are listed in the README.md beside this script.
 PHOTOS = [
     ("astronaut", "skimage", "astronaut"),
     ("camera", "skimage", "camera"),
