@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -22,6 +23,10 @@ class TokenPooling(nn.Module):
 
     def forward(self, x: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.conv(x), self.fc(cls)
+
+
+# PiT (naver-ai/pit, pit.py) normalises with eps=1e-6 in every block and before the head.
+PIT_NORM = partial(nn.LayerNorm, eps=1e-6)
 
 
 class PoolingTransformer(nn.Module):
@@ -59,12 +64,12 @@ class PoolingTransformer(nn.Module):
         for s, (start, depth) in enumerate(zip(starts, stage_depths)):
             self.stages.append(nn.ModuleList([
                 block_fn(widths[s], num_heads[i], mlp_ratio[i], qkv_bias=qkv_bias, drop=drop_rate,
-                         attn_drop=attn_drop_rate, drop_path=dpr[i])
+                         attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=PIT_NORM)
                 for i in range(start, start + depth)
             ]))
             if s + 1 < len(stage_depths):
                 self.pools.append(TokenPooling(widths[s], widths[s + 1]))
-        self.norm = nn.LayerNorm(widths[-1])
+        self.norm = PIT_NORM(widths[-1])
         self.head = nn.Linear(widths[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
