@@ -228,3 +228,24 @@ def test_ntk_proxy_values_equal_a_brute_force_kernel():
     for name, value in expected.items():
         got = compute_proxy(name, spec, x, y, seed=7)
         assert got.valid and got.value == pytest.approx(value, rel=2e-3), name
+
+
+def test_vintk_flops_is_seed_averaged_logdet_of_the_reference_kernel_plus_log_flops():
+    """Brute force: the per-sample-loop NTK (weights, trace-normalised per tensor) under each
+    initialisation, its mean log eigenvalue averaged, plus log MACs (millions)."""
+    from pipeline.models import count_flops
+
+    spec = SearchSpace.load("demo").extreme_spec(False)
+    x, y = probe_batch(6, 32, seed=0, source="demo")
+    expected = []
+    for seed in (3, 4):
+        model = disable_fused_attention(build_model(spec, seed=seed))
+        theta = empirical_ntk_reference(model, x, y, "sum", "weights", normalize=True)
+        expected.append(float(torch.log(torch.linalg.eigvalsh(theta.double())).mean()))
+    value = sum(expected) / 2 + math.log(count_flops(spec) / 1e6)
+    score = compute_proxy("vintk_flops", spec, x, y, seed=3)
+    assert score.valid and score.value == pytest.approx(value, rel=1e-4, abs=1e-4)
+    one_seed = compute_proxy("vintk_flops", spec, x, y, seed=3, options={"seeds": [0], "flops_weight": 0.0})
+    assert one_seed.value == pytest.approx(expected[0], rel=1e-4, abs=1e-4)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        compute_proxy("vintk_flops", spec, x, y, options={"seeds": []})
