@@ -18,7 +18,7 @@ Conventions shared by all of them:
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Literal, Optional, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,8 @@ _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Piecewise-linear-ish units whose on/off pattern NASWOT reads. In our ViT/PiT models the only
 # such modules are the ``act`` of every timm ``Mlp``.
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU)
-INITS = ("supernet", "network")   # what a scored network's weights are: see _scored_network
+Init = Literal["supernet", "network"]   # what a scored network's weights are: see _scored_network
+INITS = get_args(Init)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -193,7 +194,7 @@ def synflow_score(model: nn.Module, input_shape: Sequence[int], weights_only: bo
 @register("synflow", higher_is_better=True, description="SynFlow saliency of the |weights| on an "
           "all-ones input, float64 (Tanaka et al., NeurIPS 2020)", weights_only=True, init="network")
 def synflow_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
-                  device: str | torch.device = "cpu", weights_only: bool = True, init: str = "network") -> float:
+                  device: str | torch.device = "cpu", weights_only: bool = True, init: Init = "network") -> float:
     """SynFlow at the probe resolution (see :func:`synflow_score`) of the spec's own network,
     as the zero-cost-proxies reference scores each candidate; ``init="supernet"`` scores its
     slice of the space's supernet instead (see :func:`dss_proxy`)."""
@@ -248,7 +249,8 @@ def snip_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, se
 # "released": what TF-TAS's released search (and OoD-ViT-NAS, which reuses it) computes on
 # AutoFormer's weight-sharing supernet; "intended": what its code and paper describe (the
 # form Auto-Prox runs on standalone subnets). docs/baseline_fidelity.md derives both.
-DSS_VARIANTS = ("released", "intended")
+Variant = Literal["released", "intended"]
+DSS_VARIANTS = get_args(Variant)
 
 
 def find_head(model: nn.Module, output: Optional[torch.Tensor] = None,
@@ -369,7 +371,7 @@ def dss_score(model: nn.Module, input_shape: Sequence[int], variant: str = "rele
           "MLP synaptic saliency, as TF-TAS's released search computes it (Zhou et al., CVPR 2022)",
           variant="released", init="supernet")
 def dss_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
-              device: str | torch.device = "cpu", variant: str = "released", init: str = "supernet") -> float:
+              device: str | torch.device = "cpu", variant: Variant = "released", init: Init = "supernet") -> float:
     """DSS at the probe resolution (see :func:`dss_score`) of the spec's supernet slice."""
     _check_variant(variant)
     return dss_score(_scored_network(spec, seed, device, init), _probe_shape(images), variant)
