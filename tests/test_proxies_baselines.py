@@ -323,11 +323,12 @@ def test_supernet_slices_share_weights(demo_spec):
     assert torch.equal(sub.pos_embed.pos_embed, sup.pos_embed.pos_embed[..., :E])
     assert len(sub.blocks) == demo_spec.depth
     # The supernet's own slice is the supernet; a spec without a space has none.
-    assert all(torch.equal(v, sup.state_dict()[k]) for k, v in build_from_supernet(largest, seed=3).state_dict().items())
+    whole = sup.state_dict()
+    assert all(torch.equal(v, whole[k]) for k, v in build_from_supernet(largest, seed=3).state_dict().items())
     loose = dataclasses.replace(demo_spec, space="")
     assert supernet_spec(loose) is None
-    assert all(torch.equal(v, build_model(loose, seed=3).state_dict()[k])
-               for k, v in build_from_supernet(loose, seed=3).state_dict().items())
+    own = build_model(loose, seed=3).state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in build_from_supernet(loose, seed=3).state_dict().items())
 
 
 def test_dss_and_synflow_init_options(builtin_registry, demo_spec, probe):
