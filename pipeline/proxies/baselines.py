@@ -92,7 +92,7 @@ def _build(spec: ArchSpec, seed: int, device: str | torch.device) -> nn.Module:
     return build_model(spec, seed=seed).to(device)
 
 
-def _scored_network(spec: ArchSpec, seed: int, device: str | torch.device, init: str) -> nn.Module:
+def _scored_network(spec: ArchSpec, seed: int, device: str | torch.device, init: Init) -> nn.Module:
     """``init="supernet"``: the spec's slice of its space's seeded largest network (every
     candidate shares the supernet's random numbers, as in TF-TAS's search); ``"network"``: the
     spec's own seeded initialisation. Specs without a supernet (PiT, no known space) fall
@@ -280,7 +280,7 @@ def token_parameters(model: nn.Module) -> list[nn.Parameter]:
             for p in m.parameters(recurse=False)]
 
 
-def dss_layers(model: nn.Module, head: Optional[nn.Linear] = None, variant: str = "released"
+def dss_layers(model: nn.Module, head: Optional[nn.Linear] = None, variant: Variant = "released"
                ) -> tuple[list[nn.Linear], list[nn.Linear]]:
     """(MSA layers, MLP layers) DSS scores.
 
@@ -310,7 +310,7 @@ def dss_layers(model: nn.Module, head: Optional[nn.Linear] = None, variant: str 
     return msa, mlp
 
 
-def dss_parts(model: nn.Module, input_shape: Sequence[int], variant: str = "released") -> tuple[float, float]:
+def dss_parts(model: nn.Module, input_shape: Sequence[int], variant: Variant = "released") -> tuple[float, float]:
     """The two halves of TF-TAS's DSS-indicator: (MSA synaptic diversity, MLP synaptic saliency).
 
     On a copy in eval mode, one all-ones input gives ``R = sum(outputs)``. Each MSA layer W
@@ -360,7 +360,7 @@ def dss_parts(model: nn.Module, input_shape: Sequence[int], variant: str = "rele
     return float(msa), float(mlp)
 
 
-def dss_score(model: nn.Module, input_shape: Sequence[int], variant: str = "released") -> float:
+def dss_score(model: nn.Module, input_shape: Sequence[int], variant: Variant = "released") -> float:
     """DSS-indicator (Zhou et al., "Training-free Transformer Architecture Search", CVPR 2022):
     MSA synaptic diversity + MLP synaptic saliency (see :func:`dss_parts`)."""
     msa, mlp = dss_parts(model, input_shape, variant)
