@@ -41,7 +41,7 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -239,6 +239,14 @@ def _check_options(name: str, info: Any, options: Any) -> dict[str, Any]:
     if unknown:
         raise UserError(f"unknown option(s) {unknown} for proxy {name!r}; it accepts: {sorted(allowed) or 'none'}"
                         + (f" (defaults {info.defaults})" if info.defaults else ""))
+    try:  # an option annotated Literal[...] takes only those values
+        hints = get_type_hints(info.fn)
+    except (NameError, TypeError):
+        hints = {}
+    for key, value in options.items():
+        choices = get_args(hints.get(key)) if get_origin(hints.get(key)) is Literal else ()
+        if choices and value not in choices:
+            raise UserError(f"proxy_options.{name}.{key}={value!r} is not one of {list(choices)}")
     return dict(options)
 
 

@@ -341,6 +341,10 @@ def test_fresh_and_bad_inputs_in_process(ground_truth, tmp_path, capsys):
 
     assert _main(*args, "--proxy_options={params: {bogus: 1}}") == 2
     assert "bogus" in capsys.readouterr().err
+    # an option value outside its Literal choices is refused before any scoring
+    assert _main(*args, "--proxies=params,dss", "--proxy_options={dss: {variant: paper}}") == 2
+    err = capsys.readouterr().err
+    assert "proxy_options.dss.variant='paper'" in err and "'released', 'intended'" in err
 
     assert _main(*args, "--no_such_key=1") == 2
     assert "unknown config key" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Baseline proxies: values on hand-checkable networks, registry integration, determinism."""
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -12,12 +13,14 @@ from torch import nn
 
 from pipeline.data import probe_batch
 from pipeline.models import build_model, count_flops, count_params
-from pipeline.models.layers import Attention
+from pipeline.models.layers import Attention, ClassToken, TokenPosition
 from pipeline.models.pit import PoolingTransformer
+from pipeline.models.supernet import build_from_supernet, supernet_spec
 from pipeline.proxies import InvalidScore, available_proxies, compute_proxy, get_proxy
 from pipeline.proxies import registry
-from pipeline.proxies.baselines import (dss_layers, dss_parts, dss_score, find_head, grad_norm_score,
-                                        naswot_score, snip_score, synflow_score)
+from pipeline.proxies.baselines import (DSS_VARIANTS, dss_layers, dss_parts, dss_score, find_head,
+                                        grad_norm_score, naswot_score, snip_score, synflow_score,
+                                        token_parameters)
 from pipeline.space import SearchSpace
 
 BASELINES = ["params", "flops", "naswot", "synflow", "grad_norm", "snip", "dss"]
@@ -139,7 +142,6 @@ def test_synflow_option_through_registry(builtin_registry, demo_spec, probe):
     images, labels = probe
     weights = compute_proxy("synflow", demo_spec, images, labels)
     every = compute_proxy("synflow", demo_spec, images, labels, options={"weights_only": False})
-    assert get_proxy("synflow").defaults == {"weights_only": True}
     assert weights.valid and every.valid and every.value > weights.value > 0
     model = build_model(demo_spec, seed=0)
     assert weights.value == pytest.approx(synflow_score(model, (1, 3, 32, 32)), rel=1e-12)
@@ -180,11 +182,14 @@ def test_grad_norm_and_snip_match_explicit_gradients():
 
 # ----------------------------------------------------------------------------- DSS
 class _TinyViT(nn.Module):
-    """Tokens -> x + attn(x) -> x + mlp(x) -> mean token -> classifier. The classifier's width
-    (8) equals the MLP hidden width, so width cannot tell them apart."""
+    """2 patch tokens -> [cls; tokens] + pos -> x + attn(x) -> x + mlp(x) -> mean token ->
+    classifier. The classifier's width (8) equals the MLP hidden width, so width cannot tell
+    them apart."""
 
     def __init__(self, head_name: str = "head", with_head: bool = True):
         super().__init__()
+        self.cls_token = ClassToken(4)
+        self.pos_embed = TokenPosition(4, (1, 2), prefix_tokens=1)
         self.attn = Attention(4, num_heads=2)
         self.mlp = Mlp(4, hidden_features=8)
         self.head_name = head_name if with_head else None
@@ -196,29 +201,37 @@ class _TinyViT(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
     def forward(self, x):
+        x = self.pos_embed(self.cls_token(x), (1, 2))
         x = x + self.attn(x)
         x = x + self.mlp(x)
         z = x.mean(1)
         return getattr(self, self.head_name)(z) if self.head_name else z
 
 
-def _dss_brute_force(model: _TinyViT, n_tokens: int):
-    """DSS from the explicit formulas of the tiny network, autograd on leaf float64 tensors."""
-    P = {k: v.detach().double().abs().requires_grad_(True) for k, v in model.named_parameters()}
-    heads, hd = 2, 2
-    x = torch.ones(n_tokens, 4, dtype=torch.float64)
-    qkv = (x @ P["attn.qkv.weight"].T + P["attn.qkv.bias"]).reshape(n_tokens, 3, heads, hd).permute(1, 2, 0, 3)
+def _dss_brute_force(model: _TinyViT, variant: str):
+    """DSS from the paper's formulas written out for the tiny network, autograd on leaf
+    float64 tensors. ``released``: only the class token and position embedding are made
+    absolute; MSA = the output projection, MLP = fc1 and fc2. ``intended``: every parameter
+    absolute; MSA = qkv and the projection, MLP = fc1, fc2 and the classifier."""
+    tokens = ("cls_token.cls_token", "pos_embed.pos_embed")
+    P = {k: (v.detach().double().abs() if variant == "intended" or k in tokens else v.detach().double())
+         .requires_grad_(True) for k, v in model.named_parameters()}
+    heads, hd, n = 2, 2, 3
+    x = torch.cat([P["cls_token.cls_token"][0], torch.ones(2, 4, dtype=torch.float64)]) + P["pos_embed.pos_embed"][0]
+    qkv = (x @ P["attn.qkv.weight"].T + P["attn.qkv.bias"]).reshape(n, 3, heads, hd).permute(1, 2, 0, 3)
     q, k, v = qkv[0], qkv[1], qkv[2]
     attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
-    o = (attn @ v).transpose(0, 1).reshape(n_tokens, heads * hd)
+    o = (attn @ v).transpose(0, 1).reshape(n, heads * hd)
     x = x + o @ P["attn.proj.weight"].T + P["attn.proj.bias"]
     hidden = torch.nn.functional.gelu(x @ P["mlp.fc1.weight"].T + P["mlp.fc1.bias"])
     x = x + hidden @ P["mlp.fc2.weight"].T + P["mlp.fc2.bias"]
     z = x.mean(0)
     if model.head_name:
         z = z @ P[f"{model.head_name}.weight"].T + P[f"{model.head_name}.bias"]
-    msa_names = ["attn.qkv.weight", "attn.proj.weight"]
-    mlp_names = ["mlp.fc1.weight", "mlp.fc2.weight"] + ([f"{model.head_name}.weight"] if model.head_name else [])
+    msa_names = (["attn.qkv.weight"] if variant == "intended" else []) + ["attn.proj.weight"]
+    mlp_names = ["mlp.fc1.weight", "mlp.fc2.weight"]
+    if model.head_name and variant == "intended":
+        mlp_names.append(f"{model.head_name}.weight")
     grads = dict(zip(msa_names + mlp_names, torch.autograd.grad(z.sum(), [P[n] for n in msa_names + mlp_names])))
     nuc = lambda t: np.linalg.svd(t.detach().numpy(), compute_uv=False).sum()  # noqa: E731
     msa = sum(nuc(grads[n]) * nuc(P[n]) for n in msa_names)
@@ -226,19 +239,37 @@ def _dss_brute_force(model: _TinyViT, n_tokens: int):
     return msa, mlp
 
 
+@pytest.mark.parametrize("variant", DSS_VARIANTS)
 @pytest.mark.parametrize("head_name", ["head", "classifier"])
-def test_dss_matches_brute_force_and_finds_head(head_name):
+def test_dss_matches_brute_force_and_finds_head(head_name, variant):
     model = _TinyViT(head_name)
     snap = _snapshot(model)
-    msa, mlp = dss_parts(model, (1, 3, 4))
-    exp_msa, exp_mlp = _dss_brute_force(model, 3)
+    msa, mlp = dss_parts(model, (1, 2, 4), variant)
+    exp_msa, exp_mlp = _dss_brute_force(model, variant)
     assert msa == pytest.approx(exp_msa, rel=1e-4) and mlp == pytest.approx(exp_mlp, rel=1e-4)
-    assert dss_score(model, (1, 3, 4)) == pytest.approx(exp_msa + exp_mlp, rel=1e-4)
+    assert dss_score(model, (1, 2, 4), variant) == pytest.approx(exp_msa + exp_mlp, rel=1e-4)
     _assert_unchanged(model, snap)
-    # The head term is really there: without it the MLP part is the brute force's minus its share.
+    # Without a classifier (R = sum of the pooled tokens) both forms still match.
     headless = _TinyViT(with_head=False)
-    assert dss_parts(headless, (1, 3, 4))[1] == pytest.approx(_dss_brute_force(headless, 3)[1], rel=1e-4)
-    assert mlp > dss_parts(headless, (1, 3, 4))[1] * 1.01
+    assert dss_parts(headless, (1, 2, 4), variant)[1] == pytest.approx(_dss_brute_force(headless, variant)[1], rel=1e-4)
+
+
+def test_dss_variants_differ_where_the_reference_does():
+    model = _TinyViT()
+    released, intended = dss_parts(model, (1, 2, 4), "released"), dss_parts(model, (1, 2, 4), "intended")
+    assert released != pytest.approx(intended, rel=1e-3)
+    # "released" ignores the signs of nothing but the tokens: flipping a weight's sign changes it ...
+    flipped = _TinyViT()
+    with torch.no_grad():
+        flipped.mlp.fc1.weight.neg_()
+    assert dss_score(flipped, (1, 2, 4), "released") != pytest.approx(sum(released), rel=1e-3)
+    assert dss_score(flipped, (1, 2, 4), "intended") == pytest.approx(sum(intended), rel=1e-6)
+    # ... and flipping a token's sign changes neither form.
+    with torch.no_grad():
+        model.cls_token.cls_token.neg_()
+    assert dss_score(model, (1, 2, 4), "released") == pytest.approx(sum(released), rel=1e-6)
+    with pytest.raises(ValueError, match="variant"):
+        dss_parts(model, (1, 2, 4), "paper")
 
 
 def test_find_head_is_structural():
@@ -246,7 +277,7 @@ def test_find_head_is_structural():
     produced = []
     hooks = [m.register_forward_hook(lambda m, _i, o: produced.append((m, o)))
              for m in model.modules() if isinstance(m, nn.Linear)]
-    out = model(torch.ones(1, 3, 4))
+    out = model(torch.ones(1, 2, 4))
     for h in hooks:
         h.remove()
     assert find_head(model, out, produced) is model.classifier      # same width as fc1, still found
@@ -256,17 +287,62 @@ def test_find_head_is_structural():
 
 def test_dss_layer_partition_on_vit_and_pit(demo_spec):
     vit = build_model(demo_spec, seed=0)
-    msa, mlp = dss_layers(vit, find_head(vit))
     blocks = list(vit.blocks)
+    msa, mlp = dss_layers(vit, find_head(vit), "intended")
     assert msa == [layer for b in blocks for layer in (b.attn.qkv, b.attn.proj)]
     assert mlp == [layer for b in blocks for layer in (b.mlp.fc1, b.mlp.fc2)] + [vit.head]
+    msa, mlp = dss_layers(vit, find_head(vit))                                  # released
+    assert msa == [b.attn.proj for b in blocks]
+    assert mlp == [layer for b in blocks for layer in (b.mlp.fc1, b.mlp.fc2)]
+    assert token_parameters(vit) == [vit.cls_token.cls_token, vit.pos_embed.pos_embed]
     # A head whose width equals a MLP hidden width is still the head, and only once.
     pit = PoolingTransformer(img_size=32, patch_size=4, patch_stride=2, num_classes=32, base_dim=8,
                              stage_depths=(1, 1), num_heads=(2, 4), mlp_ratio=(2.0, 2.0))
-    msa, mlp = dss_layers(pit, find_head(pit))
+    msa, mlp = dss_layers(pit, find_head(pit), "intended")
     assert pit.head.out_features == pit.blocks[0].mlp.fc1.out_features == 32
     assert len(msa) == 4 and len(mlp) == 5 and mlp[-1] is pit.head and pit.pools[0].fc not in msa + mlp
-    assert dss_score(pit, (1, 3, 32, 32)) > 0
+    assert all(dss_score(pit, (1, 3, 32, 32), v) > 0 for v in DSS_VARIANTS)
+
+
+# ----------------------------------------------------------------------------- supernet slices
+def test_supernet_slices_share_weights(demo_spec):
+    space = SearchSpace.load("demo")
+    largest = space.extreme_spec(largest=True)
+    assert supernet_spec(demo_spec) == largest
+    sup = build_model(largest, seed=3)
+    sub = build_from_supernet(demo_spec, seed=3)
+    E, h = demo_spec.embed_dim, demo_spec.layer_head_dim(0) * demo_spec.num_heads[0]
+    hidden = int(E * demo_spec.mlp_ratio[0])
+    s, b = sup.blocks[0], sub.blocks[0]
+    assert torch.equal(b.mlp.fc1.weight, s.mlp.fc1.weight[:hidden, :E])
+    assert torch.equal(b.attn.proj.weight, s.attn.proj.weight[:E, :h])
+    inner = s.attn.qkv.weight.shape[0] // 3                     # q, k and v sliced each
+    for part in range(3):
+        assert torch.equal(b.attn.qkv.weight[part * h:(part + 1) * h], s.attn.qkv.weight[part * inner:part * inner + h, :E])
+    assert torch.equal(sub.head.weight, sup.head.weight[:, :E])
+    assert torch.equal(sub.pos_embed.pos_embed, sup.pos_embed.pos_embed[..., :E])
+    assert len(sub.blocks) == demo_spec.depth
+    # The supernet's own slice is the supernet; a spec without a space has none.
+    whole = sup.state_dict()
+    assert all(torch.equal(v, whole[k]) for k, v in build_from_supernet(largest, seed=3).state_dict().items())
+    loose = dataclasses.replace(demo_spec, space="")
+    assert supernet_spec(loose) is None
+    own = build_model(loose, seed=3).state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in build_from_supernet(loose, seed=3).state_dict().items())
+
+
+def test_dss_and_synflow_init_options(builtin_registry, demo_spec, probe):
+    images, labels = probe
+    assert get_proxy("dss").defaults == {"variant": "released", "init": "supernet"}
+    assert get_proxy("synflow").defaults == {"weights_only": True, "init": "network"}
+    shared, own = build_from_supernet(demo_spec, seed=0), build_model(demo_spec, seed=0)
+    assert compute_proxy("dss", demo_spec, images, labels).value == dss_score(shared, (1, 3, 32, 32))
+    assert compute_proxy("dss", demo_spec, images, labels, options={"init": "network", "variant": "intended"}
+                         ).value == dss_score(own, (1, 3, 32, 32), "intended")
+    assert compute_proxy("synflow", demo_spec, images, labels, options={"init": "supernet"}
+                         ).value == synflow_score(shared, (1, 3, 32, 32))
+    with pytest.raises(ValueError, match="init"):
+        compute_proxy("dss", demo_spec, images, labels, options={"init": "shared"})
 
 
 # ----------------------------------------------------------------------------- registry
@@ -289,7 +365,7 @@ def test_every_baseline_computes_valid_and_deterministic(builtin_registry, demo_
         "synflow": synflow_score(model, (1, 3, 32, 32)),
         "grad_norm": grad_norm_score(model, images, labels),
         "snip": snip_score(model, images, labels),
-        "dss": dss_score(model, (1, 3, 32, 32)),
+        "dss": dss_score(build_from_supernet(demo_spec, seed=0), (1, 3, 32, 32)),
     }
     assert expected["params"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     for name in BASELINES:

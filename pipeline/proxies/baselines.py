@@ -12,11 +12,13 @@ Conventions shared by all of them:
 * "Weights" means the ``weight`` tensors of ``nn.Linear`` and ``nn.Conv{1,2,3}d`` modules,
   the synapses the original papers score (biases, norms, embeddings and tokens are left out).
 * Everything runs in float32 (the dtype ``build_model`` gives) except SynFlow (float64).
+* DSS and SynFlow can score a spec's own network (``init="network"``) or its slice of the
+  space's seeded supernet (``init="supernet"``, as weight-sharing searches such as TF-TAS do).
 """
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Literal, Optional, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +27,20 @@ from torch import nn
 
 from pipeline.models.build import build_model
 from pipeline.models.complexity import count_flops, count_params
-from pipeline.models.layers import Attention
+from pipeline.models.layers import Attention, ClassToken, GridPosition, TokenPosition
+from pipeline.models.supernet import build_from_supernet
 from pipeline.proxies.registry import InvalidScore, register
 from pipeline.space.spec import ArchSpec
 
 __all__ = ["naswot_score", "synflow_score", "grad_norm_score", "snip_score", "dss_score", "dss_parts",
-           "dss_layers", "find_head", "weight_tensors"]
+           "dss_layers", "find_head", "token_parameters", "weight_tensors", "DSS_VARIANTS", "INITS"]
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Piecewise-linear-ish units whose on/off pattern NASWOT reads. In our ViT/PiT models the only
 # such modules are the ``act`` of every timm ``Mlp``.
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU)
+Init = Literal["supernet", "network"]   # what a scored network's weights are: see _scored_network
+INITS = get_args(Init)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -85,6 +90,18 @@ def _probe_shape(images: torch.Tensor) -> tuple[int, ...]:
 
 def _build(spec: ArchSpec, seed: int, device: str | torch.device) -> nn.Module:
     return build_model(spec, seed=seed).to(device)
+
+
+def _scored_network(spec: ArchSpec, seed: int, device: str | torch.device, init: Init) -> nn.Module:
+    """``init="supernet"``: the spec's slice of its space's seeded largest network (every
+    candidate shares the supernet's random numbers, as in TF-TAS's search); ``"network"``: the
+    spec's own seeded initialisation. Specs without a supernet (PiT, no known space) fall
+    back to their own initialisation."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r} is unknown; use one of {INITS}")
+    if init == "network":
+        return _build(spec, seed, device)
+    return build_from_supernet(spec, seed).to(device)
 
 
 # ----------------------------------------------------------------------------- size
@@ -162,7 +179,9 @@ def synflow_score(model: nn.Module, input_shape: Sequence[int], weights_only: bo
     final norm's gain gets exactly the head's saliency, being in series with it), biases,
     position embeddings and class token pick up saliency that comes from the normalisation,
     not from any synapse. Restricting the sum to the weight matrices scores the layers the
-    search actually changes. ``weights_only=False`` sums over every parameter (original form).
+    search actually changes; it is also what the zero-cost-proxies reference code
+    (Abdelfattah et al., ICLR 2021) sums: the weights of every Conv2d and Linear.
+    ``weights_only=False`` sums over every parameter (Tanaka et al.'s pruning form).
     """
     net = _absolute_copy(model, torch.float64)
     params = weight_tensors(net) if weights_only else [p for p in net.parameters()]
@@ -173,11 +192,14 @@ def synflow_score(model: nn.Module, input_shape: Sequence[int], weights_only: bo
 
 
 @register("synflow", higher_is_better=True, description="SynFlow saliency of the |weights| on an "
-          "all-ones input, float64 (Tanaka et al., NeurIPS 2020)", weights_only=True)
+          "all-ones input, float64 (Tanaka et al., NeurIPS 2020)", weights_only=True, init="network")
 def synflow_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
-                  device: str | torch.device = "cpu", weights_only: bool = True) -> float:
-    """SynFlow at the probe resolution (see :func:`synflow_score`)."""
-    return synflow_score(_build(spec, seed, device), _probe_shape(images), weights_only=weights_only)
+                  device: str | torch.device = "cpu", weights_only: bool = True, init: Init = "network") -> float:
+    """SynFlow at the probe resolution (see :func:`synflow_score`) of the spec's own network,
+    as the zero-cost-proxies reference scores each candidate; ``init="supernet"`` scores its
+    slice of the space's supernet instead (see :func:`dss_proxy`)."""
+    return synflow_score(_scored_network(spec, seed, device, init), _probe_shape(images),
+                         weights_only=weights_only)
 
 
 # ----------------------------------------------------------------------------- GradNorm / SNIP
@@ -224,6 +246,13 @@ def snip_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, se
 
 
 # ----------------------------------------------------------------------------- DSS (TF-TAS)
+# "released": what TF-TAS's released search (and OoD-ViT-NAS, which reuses it) computes on
+# AutoFormer's weight-sharing supernet; "intended": what its code and paper describe (the
+# form Auto-Prox runs on standalone subnets). docs/baseline_fidelity.md derives both.
+Variant = Literal["released", "intended"]
+DSS_VARIANTS = get_args(Variant)
+
+
 def find_head(model: nn.Module, output: Optional[torch.Tensor] = None,
               produced: Iterable[tuple[nn.Module, torch.Tensor]] = ()) -> Optional[nn.Linear]:
     """The classifier: ``model.head`` if it is an ``nn.Linear``; otherwise the Linear module
@@ -239,10 +268,28 @@ def find_head(model: nn.Module, output: Optional[torch.Tensor] = None,
     return None
 
 
-def dss_layers(model: nn.Module, head: Optional[nn.Linear] = None
+def _check_variant(variant: str) -> None:
+    if variant not in DSS_VARIANTS:
+        raise ValueError(f"dss variant {variant!r} is unknown; use one of {DSS_VARIANTS}")
+
+
+def token_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Class token and absolute position embeddings: the only parameters an AutoFormer
+    supernet reads directly, and so the only ones TF-TAS's sign flip reaches."""
+    return [p for m in model.modules() if isinstance(m, (ClassToken, TokenPosition, GridPosition))
+            for p in m.parameters(recurse=False)]
+
+
+def dss_layers(model: nn.Module, head: Optional[nn.Linear] = None, variant: Variant = "released"
                ) -> tuple[list[nn.Linear], list[nn.Linear]]:
-    """(MSA layers, MLP layers) DSS scores: the ``qkv`` and ``proj`` of every ``Attention``;
-    the ``fc1``/``fc2`` of every timm ``Mlp`` plus the classifier ``head`` (if any)."""
+    """(MSA layers, MLP layers) DSS scores.
+
+    * ``released``: the ``proj`` of every ``Attention``; the ``fc1``/``fc2`` of every timm
+      ``Mlp``. (TF-TAS's code also lists ``qkv`` and the classifier, but their gradients never
+      reach the tensors it reads, so they add exactly 0.)
+    * ``intended``: ``qkv`` and ``proj``; ``fc1``, ``fc2`` and the classifier ``head`` (if any).
+    """
+    _check_variant(variant)
     msa, mlp, seen = [], [], set()
 
     def add(bucket: list, layer: nn.Module) -> None:
@@ -252,25 +299,41 @@ def dss_layers(model: nn.Module, head: Optional[nn.Linear] = None
 
     for m in model.modules():
         if isinstance(m, Attention):
-            add(msa, m.qkv)
+            if variant == "intended":
+                add(msa, m.qkv)
             add(msa, m.proj)
         elif isinstance(m, Mlp):
             add(mlp, m.fc1)
             add(mlp, m.fc2)
-    if head is not None:
+    if head is not None and variant == "intended":
         add(mlp, head)
     return msa, mlp
 
 
-def dss_parts(model: nn.Module, input_shape: Sequence[int]) -> tuple[float, float]:
+def dss_parts(model: nn.Module, input_shape: Sequence[int], variant: Variant = "released") -> tuple[float, float]:
     """The two halves of TF-TAS's DSS-indicator: (MSA synaptic diversity, MLP synaptic saliency).
 
-    On a copy with every parameter replaced by its absolute value (eval mode), an all-ones
-    input gives ``R = sum(outputs)``. Each attention projection W (qkv, proj) contributes
-    ``||dR/dW||_nuc * ||W||_nuc`` (nuclear norms, W the absolute weight); each MLP linear and
-    the classifier head contribute ``sum |W * dR/dW|``. Runs in the model's dtype.
+    On a copy in eval mode, one all-ones input gives ``R = sum(outputs)``. Each MSA layer W
+    contributes ``||dR/dW||_nuc * ||W||_nuc`` (nuclear norms), each MLP layer
+    ``sum |W * dR/dW|`` (:func:`dss_layers` says which layers). The variants differ in which
+    parameters are made absolute before the forward pass:
+
+    * ``released`` (TF-TAS's code as run on AutoFormer's supernet): only the class token and
+      position embeddings (:func:`token_parameters`). Its ``abs_`` reaches the supernet's
+      parameters, while the forward pass reads per-subnet slices cached before the deep
+      copy, which the copy detaches from those parameters: every weight stays signed.
+    * ``intended``: every parameter, as the code means to (synflow's linearisation).
+
+    Runs in the model's dtype; the model itself is left untouched.
     """
-    net = _absolute_copy(model)
+    _check_variant(variant)
+    net = copy.deepcopy(model).eval()
+    made_absolute = list(net.parameters()) if variant == "intended" else token_parameters(net)
+    with torch.no_grad():
+        for p in made_absolute:
+            p.abs_()
+    for p in net.parameters():
+        p.requires_grad_(True)
     _, dtype = _model_device_dtype(net)
     produced: list[tuple[nn.Module, torch.Tensor]] = []
 
@@ -285,7 +348,7 @@ def dss_parts(model: nn.Module, input_shape: Sequence[int]) -> tuple[float, floa
             h.remove()
     head = find_head(net, out, produced)
     produced.clear()
-    msa_layers, mlp_layers = dss_layers(net, head)
+    msa_layers, mlp_layers = dss_layers(net, head, variant)
     layers = msa_layers + mlp_layers
     grads = _grads(out.sum(), [m.weight for m in layers])
     with torch.no_grad():
@@ -297,16 +360,18 @@ def dss_parts(model: nn.Module, input_shape: Sequence[int]) -> tuple[float, floa
     return float(msa), float(mlp)
 
 
-def dss_score(model: nn.Module, input_shape: Sequence[int]) -> float:
+def dss_score(model: nn.Module, input_shape: Sequence[int], variant: Variant = "released") -> float:
     """DSS-indicator (Zhou et al., "Training-free Transformer Architecture Search", CVPR 2022):
     MSA synaptic diversity + MLP synaptic saliency (see :func:`dss_parts`)."""
-    msa, mlp = dss_parts(model, input_shape)
+    msa, mlp = dss_parts(model, input_shape, variant)
     return msa + mlp
 
 
 @register("dss", higher_is_better=True, description="TF-TAS DSS-indicator: MSA synaptic diversity + "
-          "MLP synaptic saliency (Zhou et al., CVPR 2022)")
+          "MLP synaptic saliency, as TF-TAS's released search computes it (Zhou et al., CVPR 2022)",
+          variant="released", init="supernet")
 def dss_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
-              device: str | torch.device = "cpu") -> float:
-    """DSS at the probe resolution (see :func:`dss_score`)."""
-    return dss_score(_build(spec, seed, device), _probe_shape(images))
+              device: str | torch.device = "cpu", variant: Variant = "released", init: Init = "supernet") -> float:
+    """DSS at the probe resolution (see :func:`dss_score`) of the spec's supernet slice."""
+    _check_variant(variant)
+    return dss_score(_scored_network(spec, seed, device, init), _probe_shape(images), variant)
