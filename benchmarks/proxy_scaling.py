@@ -64,6 +64,7 @@ def main() -> int:
             taus = [kendall_tau(v, [r[k] for r in rows]) for k in ("depth", "width", "params", "tensors")]
             lines.append(f"| {name} | {score} | {v.min():.3f} | {np.median(v):.3f} | {v.max():.3f} | "
                          + " | ".join("nan" if math.isnan(t) else f"{t:.2f}" for t in taus) + " |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
