@@ -34,6 +34,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from pipeline.distributed import check_finite_loss
 from pipeline.models import build_model
 from pipeline.space.spec import ArchSpec, SpecError
 
@@ -163,9 +164,7 @@ class ClassificationModule(LightningModule):
                 x, y = x[:-1], y[:-1]
             x, y = self.mixup_fn(x, y)
         loss = self.train_loss_fn(self(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}; "
-                                     "lower --optim.lr or check the data")
+        check_finite_loss(loss, self.global_step, "lower --optim.lr or check the data")  # all ranks agree
         self._epoch_images += x.shape[0]
         self._last_batch_end = time.perf_counter()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True,

@@ -13,7 +13,7 @@ from pipeline.cli import UserError
 from pipeline.config import CONFIG_DIR, load_config, pop_option, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.proxies import available_proxies, get_proxy
-from pipeline.search.callback import ArchitectureSearch
+from pipeline.search.callback import ArchitectureSearch, check_probe_labels
 from pipeline.space import Limits, SearchSpace
 from pipeline.tracking import wandb_logger
 
@@ -83,7 +83,8 @@ def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     space.check_limits(limits)
     try:
         probe = make_probe(cfg, space)
-    except DataError as e:
+        check_probe_labels(probe[1], space)
+    except (DataError, ValueError) as e:
         raise UserError(str(e)) from None
     strategy = cfg["strategy"]["name"]
     if strategy not in ("evolution", "random"):

@@ -244,7 +244,10 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
         if init_report:
             print(f"backbone initialised from {ckpt}: {init_report['loaded']} tensors"
                   + "".join(f"; {n}" for n in init_report["resized"]))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    except FloatingPointError as e:   # raised on every rank alike (pipeline.distributed)
+        raise UserError(str(e)) from None
 
     best = callbacks[0].best_model_path
     trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)

@@ -49,6 +49,7 @@ from typing import Any, Optional
 
 from pipeline.cli import UserError
 from pipeline.config import CONFIG_DIR, ConfigError, load_config, pop_option, resolve_path, save_config
+from pipeline.distributed import is_rank_zero
 from pipeline.space.spec import ArchSpec, SpecError
 from pipeline.tracking import record_handoff
 from pipeline.utils.io import atomic_write_text
@@ -393,8 +394,7 @@ class _DropNoise(logging.Filter):
 def _quiet_lightning() -> None:
     """Keep stdout readable: drop Lightning hints that do not apply to this command."""
     for pattern in (".*does not have many workers.*", ".*is smaller than the logging interval.*",
-                    ".*Checkpoint directory .* exists and is not empty.*", ".*treespec, LeafSpec.*",
-                    ".*Using `DistributedSampler` with the dataloaders. During `trainer.validate\\(\\)`.*"):
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*treespec, LeafSpec.*"):
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         log = logging.getLogger(name)
@@ -410,7 +410,8 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
 
     started = time.time()
     cfg, spec, source, module, dm, run_dir, ckpt_path = build(cfg, arch_path, resume)
-    created = check_writable(run_dir)
+    rank0 = is_rank_zero()   # the output folder is checked, written and cleaned up by rank 0 only
+    created = check_writable(run_dir) if rank0 else False
     written: list[Path] = []
     _quiet_lightning()
     try:
@@ -450,13 +451,16 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
                            consumed={"arch": spec_file} if spec_file else None)
             _report(trainer, metrics, run_dir, model_pt, best, time.time() - started)
     except DataError as e:
-        _cleanup(run_dir, created, started, written)
+        if rank0:
+            _cleanup(run_dir, created, started, written)
         raise UserError(_data_message(e)) from None
     except FloatingPointError as e:
-        _cleanup(run_dir, created, started, written)
+        if rank0:
+            _cleanup(run_dir, created, started, written)
         raise UserError(str(e)) from None
     except BaseException:
-        _cleanup(run_dir, created, started, written)
+        if rank0:
+            _cleanup(run_dir, created, started, written)
         raise
     return 0
 
