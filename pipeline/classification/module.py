@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from pipeline.distributed import check_finite_loss
@@ -131,6 +132,7 @@ class ClassificationModule(LightningModule):
         self.train_loss_fn, self.val_loss_fn = self._losses()
         self.val_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
+        self.val_loss = MeanMetric()   # weighted by images: exact over uneven DDP shards
 
     def _losses(self) -> tuple[nn.Module, nn.Module]:
         from timm.data import Mixup
@@ -187,7 +189,8 @@ class ClassificationModule(LightningModule):
         loss = self.val_loss_fn(logits, y)
         self.val_top1(logits, y)
         self.val_top5(logits, y)
-        self.log("val/loss", loss, prog_bar=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.val_loss.update(loss, weight=x.shape[0])
+        self.log("val/loss", self.val_loss, prog_bar=False, on_epoch=True, batch_size=x.shape[0])
         self.log("val/top1", self.val_top1, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
         self.log("val/top5", self.val_top5, on_epoch=True, batch_size=x.shape[0])
         if batch_idx == 0 and self._wandb() is not None:
