@@ -170,3 +170,125 @@ def test_rank_zero_decides_and_every_rank_raises_its_error(tmp_path):
     outs = [(tmp_path / f"out{r}.txt").read_text().splitlines() for r in (0, 1)]
     assert outs[0] == outs[1] == ["from rank 0 (True, False) True",
                                   "raised: [Errno 2] No such file or directory: 'missing.txt'"]
+
+
+# ----------------------------------------------------------------------------- classification, 2 processes
+CLS_SCRIPT = """
+import os, sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+
+import pipeline.train.command as tc
+from pipeline.classification import ClassificationModule
+from pipeline.cli import main
+
+
+class DumpWeights(Callback):   # each rank's weights after training, to compare ranks
+    def on_train_end(self, trainer, pl_module):
+        torch.save(pl_module.net.state_dict(), Path(os.environ["DUMP_DIR"]) / f"rank{trainer.global_rank}.pt")
+
+
+make_trainer = tc._make_trainer
+
+
+def with_dump(cfg, run_dir):
+    trainer, checkpoint = make_trainer(cfg, run_dir)
+    trainer.callbacks.append(DumpWeights())
+    return trainer, checkpoint
+
+
+tc._make_trainer = with_dump
+if os.environ.get("NAN_ON_RANK"):   # a rank-local fault: this rank's loss turns NaN at step 1
+    step = ClassificationModule.training_step
+
+    def faulty(self, batch, batch_idx):
+        if self.global_rank == int(os.environ["NAN_ON_RANK"]) and self.global_step == 1:
+            batch = (batch[0] * float("nan"), batch[1])
+        return step(self, batch, batch_idx)
+
+    ClassificationModule.training_step = faulty
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def tiny_folder(root: Path, train=(8, 8, 8), val=(3, 2, 2), size=32) -> Path:
+    """root/{train,val}/<class>/*.png; 7 validation images: 2 ranks cannot split them evenly."""
+    g = torch.Generator().manual_seed(0)
+    for split, counts in (("train", train), ("val", val)):
+        for c, n in enumerate(counts):
+            (root / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = torch.randint(0, 120, (size, size, 3), generator=g)
+                img[..., c] += 120
+                Image.fromarray(img.byte().numpy()).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
+def cls_args(tmp_path: Path, devices: int, run_name: str) -> list[str]:
+    spec = ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32, patch_size=8,
+                    num_classes=3)
+    spec.save(tmp_path / "spec.yaml")
+    root = tmp_path / "data" if (tmp_path / "data").is_dir() else tiny_folder(tmp_path / "data")
+    strategy = ["--trainer.strategy=ddp"] if devices > 1 else []
+    return ["train", "--task", "cls", "--arch", str(tmp_path / "spec.yaml"), f"--out_dir={tmp_path / 'out'}",
+            f"--run_name={run_name}", "--data.source=folder", f"--data.root={root}", "--data.batch_size=4",
+            "--trainer.max_epochs=1", "--trainer.accelerator=cpu", f"--trainer.devices={devices}", *strategy,
+            "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=1", "--optim.warmup_epochs=0",
+            "--wandb.enabled=false", "--trainer.enable_progress_bar=false"]
+
+
+def run_script(tmp_path: Path, args: list[str], timeout: float = 240, **env) -> subprocess.CompletedProcess:
+    script = tmp_path / "train_job.py"
+    script.write_text(CLS_SCRIPT)
+    (tmp_path / "dump").mkdir(exist_ok=True)
+    full = {**os.environ, **ENV1, "WANDB_MODE": "offline", "DUMP_DIR": str(tmp_path / "dump"), **env}
+    return subprocess.run([sys.executable, str(script), *args], cwd=REPO, env=full, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def reference_metrics(model_pt: Path, root: Path) -> dict[str, float]:
+    """Top-1 and mean loss of exported weights over the validation split, in this one process."""
+    from pipeline.classification import ClassificationDataModule, load_exported
+    from pipeline.models import build_model
+
+    spec, state = load_exported(model_pt)
+    net = build_model(spec)
+    net.load_state_dict(state)
+    net.eval()
+    dm = ClassificationDataModule(source="folder", root=str(root), image_size=32, batch_size=64)
+    dm.setup()
+    x = torch.stack([dm.val_set[i][0] for i in range(len(dm.val_set))])
+    y = torch.tensor([dm.val_set[i][1] for i in range(len(dm.val_set))])
+    with torch.no_grad():
+        logits = net(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    return {"n": len(y), "val/top1": float((logits.argmax(-1) == y).float().mean()), "val/loss": float(loss)}
+
+
+@pytest.mark.slow
+def test_cls_on_two_processes_ranks_agree_and_validation_is_exact(tmp_path):
+    res = run_script(tmp_path, cls_args(tmp_path, 2, "two"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    w0, w1 = (torch.load(tmp_path / "dump" / f"rank{r}.pt") for r in (0, 1))
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)   # bit-identical ranks
+    assert "DistributedSampler" not in res.stderr                                   # no padding warning
+    metrics = json.loads((tmp_path / "out" / "two" / "metrics.json").read_text())
+    ref = reference_metrics(tmp_path / "out" / "two" / "model.pt", tmp_path / "data")
+    assert ref["n"] == 7
+    # each of the 7 images counted once: a padded duplicate would make it a mean over 8
+    assert metrics["val/top1"] == pytest.approx(ref["val/top1"], abs=1e-7)
+    assert metrics["val/loss"] == pytest.approx(ref["val/loss"], rel=1e-6, abs=1e-7)
+    assert not list((tmp_path / "out" / "two").glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_cls_nonfinite_loss_on_one_rank_stops_every_rank_with_one_error(tmp_path):
+    start = time.time()
+    res = run_script(tmp_path, cls_args(tmp_path, 2, "nan"), timeout=240, NAN_ON_RANK="1")
+    seconds = time.time() - start
+    assert res.returncode == 2, res.stderr[-3000:]
+    message = "error: training loss is not finite at step 1; lower --optim.lr or check the data"
+    assert res.stderr.count(message) == 2, res.stderr[-3000:]   # rank 0 and rank 1 alike
+    assert seconds < 200
