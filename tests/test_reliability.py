@@ -209,6 +209,16 @@ if os.environ.get("NAN_ON_RANK"):   # a rank-local fault: this rank's loss turns
         return step(self, batch, batch_idx)
 
     ClassificationModule.training_step = faulty
+if os.environ.get("STEP_SLEEP"):   # slower steps, so that a kill can land mid-epoch (results unchanged)
+    import time
+
+    plain_step = ClassificationModule.training_step
+
+    def slow(self, batch, batch_idx):
+        time.sleep(float(os.environ["STEP_SLEEP"]))
+        return plain_step(self, batch, batch_idx)
+
+    ClassificationModule.training_step = slow
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -292,3 +302,70 @@ def test_cls_nonfinite_loss_on_one_rank_stops_every_rank_with_one_error(tmp_path
     message = "error: training loss is not finite at step 1; lower --optim.lr or check the data"
     assert res.stderr.count(message) == 2, res.stderr[-3000:]   # rank 0 and rank 1 alike
     assert seconds < 200
+
+
+# ----------------------------------------------------------------------------- kill -9 and resume
+def kill_when(cmd: list[str], ready, env: dict, timeout: float = 180) -> None:
+    """Start ``cmd`` in its own process group; SIGKILL the whole group once ``ready()`` is true."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before the kill point"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def weights(path: Path) -> dict:
+    """The network's tensors of an exported model.pt or a Lightning checkpoint."""
+    from pipeline.classification import load_exported
+
+    if path.suffix == ".pt":
+        return load_exported(path)[1]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_no_partial_files(run_dir: Path) -> None:
+    for path in run_dir.rglob("*"):
+        assert not path.name.endswith(".tmp") and not path.name.startswith(".write-probe"), path
+        if path.suffix in (".ckpt", ".pt"):
+            torch.load(path, map_location="cpu", weights_only=True)   # complete, and plain types only
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["mid-epoch", "checkpoint-writing"])
+def test_cls_killed_then_resumed_ends_bit_identical(tmp_path, point):
+    epochs = "--trainer.max_epochs=2"
+    slow = {"STEP_SLEEP": "0.25"}
+    ref = run_script(tmp_path, [*cls_args(tmp_path, 1, "ref"), epochs], **slow, DUMP_DIR=str(tmp_path))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    run_dir = tmp_path / "out" / "killed"
+    args = [*cls_args(tmp_path, 1, "killed"), epochs]
+    env = {**os.environ, **ENV1, "WANDB_MODE": "offline", "DUMP_DIR": str(tmp_path / "dump"), **slow}
+    if point == "mid-epoch":   # last.ckpt of epoch 1 is written; kill a few steps into epoch 2
+        first = []
+        ready = lambda: (run_dir / "last.ckpt").is_file() and (first.append(time.time()) or  # noqa: E731
+                                                               time.time() - first[0] > 0.8)
+    else:                      # the moment the first checkpoint file appears
+        ready = lambda: any(run_dir.glob("*.ckpt")) or any(run_dir.glob(".*ckpt*"))  # noqa: E731
+    kill_when([sys.executable, str(tmp_path / "train_job.py"), *args], ready, env)
+    assert not (run_dir / "model.pt").exists()
+    assert_no_partial_files(run_dir)
+    again = run_script(tmp_path, [*args, *(["--resume"] if (run_dir / "last.ckpt").is_file() else [])], **slow,
+                       DUMP_DIR=str(run_dir))
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = {"ref": torch.load(tmp_path / "rank0.pt"), "killed": torch.load(run_dir / "rank0.pt")}
+    last = {d: weights(tmp_path / "out" / d / "last.ckpt") for d in ("ref", "killed")}
+    assert all(torch.equal(final["ref"][k], last["ref"]["net." + k]) for k in final["ref"])   # last = final
+    for name, (a, b) in {"final": (final["ref"], final["killed"]), "last.ckpt": (last["ref"], last["killed"]),
+                         "model.pt": (weights(tmp_path / "out" / "ref" / "model.pt"),
+                                      weights(run_dir / "model.pt"))}.items():
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    (run_dir / "rank0.pt").unlink()
+    m_ref, m = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "out" / "ref", run_dir))
+    assert {k: v for k, v in m.items() if k.startswith("val/")} == {k: v for k, v in m_ref.items() if k.startswith("val/")}
+    assert_no_partial_files(run_dir)

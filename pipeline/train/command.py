@@ -339,6 +339,7 @@ def _make_trainer(cfg: dict[str, Any], run_dir: Path):
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     from pipeline.tracking import wandb_logger
+    from pipeline.train.rng import RngState
 
     # csv/version_N/metrics.csv: one folder per invocation, so a resumed run keeps the history.
     loggers: list = [CSVLogger(save_dir=str(run_dir), name="csv")]
@@ -346,10 +347,12 @@ def _make_trainer(cfg: dict[str, Any], run_dir: Path):
     if wb:
         loggers.append(wb)
     checkpoint = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor="val/top1", mode="max",
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                                 enable_version_counter=False)
+                                 save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    # last.ckpt every epoch (what --resume continues); Lightning's save_last only rewrites it when
+    # best.ckpt improves. After `checkpoint`, so it holds that callback's updated best score.
+    last = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False)
     smoke = bool(cfg["trainer"].get("fast_dev_run"))  # a smoke run writes no checkpoint
-    callbacks = [LearningRateMonitor(logging_interval="step")] + ([] if smoke else [checkpoint])
+    callbacks = [LearningRateMonitor(logging_interval="step"), RngState()] + ([] if smoke else [checkpoint, last])
     try:
         trainer = Trainer(**cfg["trainer"], logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
                           enable_model_summary=False, enable_checkpointing=not smoke)
