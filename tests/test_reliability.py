@@ -173,33 +173,28 @@ def test_rank_zero_decides_and_every_rank_raises_its_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- classification, 2 processes
-CLS_SCRIPT = """
+JOB_SCRIPT = """
 import os, sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
-from lightning.pytorch import Callback
 
-import pipeline.train.command as tc
 from pipeline.classification import ClassificationModule
 from pipeline.cli import main
 
 
-class DumpWeights(Callback):   # each rank's weights after training, to compare ranks
+class DumpWeights(pl.Callback):   # each rank's weights after training, to compare ranks and runs
     def on_train_end(self, trainer, pl_module):
-        torch.save(pl_module.net.state_dict(), Path(os.environ["DUMP_DIR"]) / f"rank{trainer.global_rank}.pt")
+        torch.save(pl_module.state_dict(), Path(os.environ["DUMP_DIR"]) / f"rank{trainer.global_rank}.pt")
 
 
-make_trainer = tc._make_trainer
+class Trainer(pl.Trainer):        # what the commands build, plus the dump
+    def __init__(self, *args, callbacks=None, **kwargs):
+        super().__init__(*args, callbacks=[*(callbacks or []), DumpWeights()], **kwargs)
 
 
-def with_dump(cfg, run_dir):
-    trainer, checkpoint = make_trainer(cfg, run_dir)
-    trainer.callbacks.append(DumpWeights())
-    return trainer, checkpoint
-
-
-tc._make_trainer = with_dump
+pl.Trainer = Trainer
 if os.environ.get("NAN_ON_RANK"):   # a rank-local fault: this rank's loss turns NaN at step 1
     step = ClassificationModule.training_step
 
@@ -251,7 +246,7 @@ def cls_args(tmp_path: Path, devices: int, run_name: str) -> list[str]:
 
 def run_script(tmp_path: Path, args: list[str], timeout: float = 240, **env) -> subprocess.CompletedProcess:
     script = tmp_path / "train_job.py"
-    script.write_text(CLS_SCRIPT)
+    script.write_text(JOB_SCRIPT)
     (tmp_path / "dump").mkdir(exist_ok=True)
     full = {**os.environ, **ENV1, "WANDB_MODE": "offline", "DUMP_DIR": str(tmp_path / "dump"), **env}
     return subprocess.run([sys.executable, str(script), *args], cwd=REPO, env=full, capture_output=True, text=True,
@@ -290,6 +285,8 @@ def test_cls_on_two_processes_ranks_agree_and_validation_is_exact(tmp_path):
     # each of the 7 images counted once: a padded duplicate would make it a mean over 8
     assert metrics["val/top1"] == pytest.approx(ref["val/top1"], abs=1e-7)
     assert metrics["val/loss"] == pytest.approx(ref["val/loss"], rel=1e-6, abs=1e-7)
+    print(f"\n[2 vs 1] cls: val/top1 {metrics['val/top1']} vs {ref['val/top1']}, val/loss {metrics['val/loss']} "
+          f"vs {ref['val/loss']} (2 processes vs 1)")
     assert not list((tmp_path / "out" / "two").glob("*.tmp"))
 
 
@@ -302,6 +299,7 @@ def test_cls_nonfinite_loss_on_one_rank_stops_every_rank_with_one_error(tmp_path
     message = "error: training loss is not finite at step 1; lower --optim.lr or check the data"
     assert res.stderr.count(message) == 2, res.stderr[-3000:]   # rank 0 and rank 1 alike
     assert seconds < 200
+    print(f"\n[fault] NaN loss on rank 1 of 2: both ranks exited with the error after {seconds:.1f} s")
 
 
 # ----------------------------------------------------------------------------- kill -9 and resume
@@ -340,7 +338,9 @@ def assert_no_partial_files(run_dir: Path) -> None:
 def test_cls_killed_then_resumed_ends_bit_identical(tmp_path, point):
     epochs = "--trainer.max_epochs=2"
     slow = {"STEP_SLEEP": "0.25"}
+    t0 = time.time()
     ref = run_script(tmp_path, [*cls_args(tmp_path, 1, "ref"), epochs], **slow, DUMP_DIR=str(tmp_path))
+    t_ref = time.time() - t0
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     run_dir = tmp_path / "out" / "killed"
@@ -355,12 +355,15 @@ def test_cls_killed_then_resumed_ends_bit_identical(tmp_path, point):
     kill_when([sys.executable, str(tmp_path / "train_job.py"), *args], ready, env)
     assert not (run_dir / "model.pt").exists()
     assert_no_partial_files(run_dir)
+    t0 = time.time()
     again = run_script(tmp_path, [*args, *(["--resume"] if (run_dir / "last.ckpt").is_file() else [])], **slow,
                        DUMP_DIR=str(run_dir))
     assert again.returncode == 0, again.stderr[-3000:]
+    print(f"\n[fault] cls kill -9 at {point}: rerun {time.time() - t0:.1f} s "
+          f"({'resumed' if '--resume' in str(again.args) else 'restarted'}), uninterrupted run {t_ref:.1f} s")
     final = {"ref": torch.load(tmp_path / "rank0.pt"), "killed": torch.load(run_dir / "rank0.pt")}
     last = {d: weights(tmp_path / "out" / d / "last.ckpt") for d in ("ref", "killed")}
-    assert all(torch.equal(final["ref"][k], last["ref"]["net." + k]) for k in final["ref"])   # last = final
+    assert all(torch.equal(final["ref"][k], last["ref"][k]) for k in last["ref"])   # last.ckpt = final weights
     for name, (a, b) in {"final": (final["ref"], final["killed"]), "last.ckpt": (last["ref"], last["killed"]),
                          "model.pt": (weights(tmp_path / "out" / "ref" / "model.pt"),
                                       weights(run_dir / "model.pt"))}.items():
@@ -369,3 +372,78 @@ def test_cls_killed_then_resumed_ends_bit_identical(tmp_path, point):
     m_ref, m = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "out" / "ref", run_dir))
     assert {k: v for k, v in m.items() if k.startswith("val/")} == {k: v for k, v in m_ref.items() if k.startswith("val/")}
     assert_no_partial_files(run_dir)
+
+
+RUN_TINY = ["--stages=[search,cls]", "--search.strategy.name=random", "--search.strategy.random.samples=4",
+            "--cls.trainer.max_epochs=2", "--cls.trainer.limit_train_batches=6", "--cls.trainer.limit_val_batches=2",
+            "--cls.trainer.enable_progress_bar=false", "--wandb.enabled=false"]
+
+
+@pytest.mark.slow
+def test_run_killed_between_stages_and_mid_training_ends_like_an_uninterrupted_run(tmp_path):
+    t0 = time.time()
+    ref = run_cli("run", "--run_name=ref", f"--out_dir={tmp_path}", *RUN_TINY, env=ENV1)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    t_ref = time.time() - t0
+
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipeline", "run", "--run_name=killed", f"--out_dir={tmp_path}", *RUN_TINY]
+    env = {**os.environ, **ENV1, "WANDB_MODE": "offline"}
+    kill_when(cmd, lambda: (run_dir / "stages" / "search.done.json").is_file(), env)   # between the stages
+    assert not (run_dir / "cls" / "last.ckpt").exists()
+    kill_when(cmd, lambda: (run_dir / "cls" / "last.ckpt").is_file(), env)             # cls: epoch 1 of 2 saved
+    assert not (run_dir / "stages" / "cls.done.json").exists()
+    t0 = time.time()
+    again = run_cli("run", "--run_name=killed", f"--out_dir={tmp_path}", *RUN_TINY, env=ENV1)
+    assert again.returncode == 0, again.stderr[-3000:]
+    print(f"\n[fault] run kill -9 between stages, then in cls: rerun {time.time() - t0:.1f} s, "
+          f"uninterrupted run {t_ref:.1f} s")
+    assert "search: finished earlier" in again.stdout and "--resume" in again.stdout
+
+    assert (run_dir / "search" / "arch.yaml").read_text() == (tmp_path / "ref" / "search" / "arch.yaml").read_text()
+    for name in ("model.pt", "last.ckpt"):
+        a, b = weights(tmp_path / "ref" / "cls" / name), weights(run_dir / "cls" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    m_ref, m = (json.loads((d / "cls" / "metrics.json").read_text()) for d in (tmp_path / "ref", run_dir))
+    assert {k: v for k, v in m.items() if k.startswith("val/")} == {k: v for k, v in m_ref.items() if k.startswith("val/")}
+    assert_no_partial_files(run_dir)
+
+
+# ----------------------------------------------------------------------------- segmentation, 2 processes
+def seg_data(tmp_path: Path, train: int = 8, val: int = 7) -> Path:
+    """A copy of the shipped demo scenes with an odd number of validation images."""
+    src, root = REPO / "data" / "seg_demo", tmp_path / "seg"
+    for kind, ext in (("images", "jpg"), ("annotations", "png")):
+        for split, n in (("training", train), ("validation", val)):
+            (root / kind / split).mkdir(parents=True)
+            for i in range(n):
+                name = f"{i:04d}.{ext}"
+                (root / kind / split / name).write_bytes((src / kind / split / name).read_bytes())
+    return root
+
+
+@pytest.mark.slow
+def test_seg_on_two_processes_ranks_agree_and_validation_matches_one_process(tmp_path):
+    spec = ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32, patch_size=4,
+                    num_classes=10, space="demo")
+    spec.save(tmp_path / "arch.yaml")
+    args = ["train", "--task", "seg", "--arch", str(tmp_path / "arch.yaml"), f"--data.data_root={seg_data(tmp_path)}",
+            f"--out_dir={tmp_path}", "--run_name=seg", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+            "--data.batch_size=2", "--data.num_workers=0", "--trainer.accelerator=cpu", "--wandb.mode=disabled",
+            "--eval.log_images=0"]
+    two = run_script(tmp_path, [*args, "--trainer.devices=2", "--trainer.strategy=ddp"], timeout=400)
+    assert two.returncode == 0, two.stderr[-3000:]
+    w0, w1 = (torch.load(tmp_path / "dump" / f"rank{r}.pt") for r in (0, 1))
+    # every parameter bit-identical; BatchNorm running statistics are per rank (DDP broadcasts rank 0's
+    # at each forward), and only rank 0's are saved
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0 if "running_" not in k)
+    metrics2 = json.loads((tmp_path / "seg" / "metrics.json").read_text())
+    # the same weights (best.ckpt) validated again by one process: --resume at max_steps trains nothing
+    one = run_script(tmp_path, [*args, "--resume", "--trainer.devices=1"], timeout=400)
+    assert one.returncode == 0, one.stderr[-3000:]
+    metrics1 = json.loads((tmp_path / "seg" / "metrics.json").read_text())
+    assert metrics1["steps"] == metrics2["steps"] == 2
+    for key in ("mIoU", "aAcc", "mAcc", "per_class_IoU"):
+        assert metrics1[key] == metrics2[key], key
+    print(f"\n[2 vs 1] seg: mIoU {metrics2['mIoU']} (2 processes) vs {metrics1['mIoU']} (1 process), "
+          f"aAcc {metrics2['aAcc']} vs {metrics1['aAcc']}")
