@@ -174,7 +174,7 @@ def test_rank_zero_decides_and_every_rank_raises_its_error(tmp_path):
 
 # ----------------------------------------------------------------------------- classification, 2 processes
 JOB_SCRIPT = """
-import os, sys
+import os, sys, time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -187,6 +187,10 @@ from pipeline.cli import main
 class DumpWeights(pl.Callback):   # each rank's weights after training, to compare ranks and runs
     def on_train_end(self, trainer, pl_module):
         torch.save(pl_module.state_dict(), Path(os.environ["DUMP_DIR"]) / f"rank{trainer.global_rank}.pt")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if os.environ.get("STEP_SLEEP"):   # slower steps, so that a kill lands mid-epoch (results unchanged)
+            time.sleep(float(os.environ["STEP_SLEEP"]))
 
 
 class Trainer(pl.Trainer):        # what the commands build, plus the dump
@@ -204,16 +208,6 @@ if os.environ.get("NAN_ON_RANK"):   # a rank-local fault: this rank's loss turns
         return step(self, batch, batch_idx)
 
     ClassificationModule.training_step = faulty
-if os.environ.get("STEP_SLEEP"):   # slower steps, so that a kill can land mid-epoch (results unchanged)
-    import time
-
-    plain_step = ClassificationModule.training_step
-
-    def slow(self, batch, batch_idx):
-        time.sleep(float(os.environ["STEP_SLEEP"]))
-        return plain_step(self, batch, batch_idx)
-
-    ClassificationModule.training_step = slow
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -225,8 +219,8 @@ def tiny_folder(root: Path, train=(8, 8, 8), val=(3, 2, 2), size=32) -> Path:
         for c, n in enumerate(counts):
             (root / split / f"c{c}").mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                img = torch.randint(0, 120, (size, size, 3), generator=g)
-                img[..., c] += 120
+                img = torch.randint(0, 200, (size, size, 3), generator=g)
+                img[..., c] += 30   # a faint colour cue: not every image is classified right
                 Image.fromarray(img.byte().numpy()).save(root / split / f"c{c}" / f"{i}.png")
     return root
 
@@ -447,3 +441,29 @@ def test_seg_on_two_processes_ranks_agree_and_validation_matches_one_process(tmp
         assert metrics1[key] == metrics2[key], key
     print(f"\n[2 vs 1] seg: mIoU {metrics2['mIoU']} (2 processes) vs {metrics1['mIoU']} (1 process), "
           f"aAcc {metrics2['aAcc']} vs {metrics1['aAcc']}")
+
+
+@pytest.mark.slow
+def test_seg_killed_then_resumed_finishes_from_the_last_validation(tmp_path):
+    spec = ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32, patch_size=4,
+                    num_classes=10, space="demo")
+    spec.save(tmp_path / "arch.yaml")
+    run_dir = tmp_path / "seg"
+    args = ["train", "--task", "seg", "--arch", str(tmp_path / "arch.yaml"), f"--data.data_root={seg_data(tmp_path)}",
+            f"--out_dir={tmp_path}", "--run_name=seg", "--trainer.max_steps=8", "--trainer.val_check_interval=2",
+            "--data.batch_size=2", "--data.num_workers=0", "--trainer.accelerator=cpu", "--wandb.mode=disabled",
+            "--eval.log_images=0"]
+    env = {**os.environ, **ENV1, "WANDB_MODE": "offline", "DUMP_DIR": str(tmp_path), "STEP_SLEEP": "0.3"}
+    (tmp_path / "job.py").write_text(JOB_SCRIPT)
+    saved = lambda: (run_dir / "last.ckpt").is_file() and \
+        torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] >= 4  # noqa: E731
+    kill_when([sys.executable, str(tmp_path / "job.py"), *args], saved, env)   # steps 5-6 of 8, mid-epoch 2
+    assert not (run_dir / "metrics.json").exists()
+    assert_no_partial_files(run_dir)
+    t0 = time.time()
+    again = run_script(tmp_path, [*args, "--resume"], STEP_SLEEP="0.3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 8 and torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert_no_partial_files(run_dir)
+    print(f"\n[fault] seg kill -9 after the step-4 validation: resumed, {time.time() - t0:.1f} s to finish")
