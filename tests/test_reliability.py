@@ -467,3 +467,19 @@ def test_seg_killed_then_resumed_finishes_from_the_last_validation(tmp_path):
     assert metrics["steps"] == 8 and torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 8
     assert_no_partial_files(run_dir)
     print(f"\n[fault] seg kill -9 after the step-4 validation: resumed, {time.time() - t0:.1f} s to finish")
+
+
+@pytest.mark.slow
+def test_run_gives_its_stages_two_processes(tmp_path):
+    one = run_cli("run", "--run_name=one", f"--out_dir={tmp_path}", *RUN_TINY, "--stages=[search]", env=ENV1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ddp = ["--search.trainer.devices=2", "--search.trainer.strategy=ddp", "--search.trainer.accelerator=cpu",
+           "--cls.trainer.devices=2", "--cls.trainer.strategy=ddp", "--cls.trainer.accelerator=cpu"]
+    two = run_cli("run", "--run_name=two", f"--out_dir={tmp_path}", *RUN_TINY, *ddp, env=ENV1)
+    assert two.returncode == 0, two.stderr[-3000:]
+    run_dir = tmp_path / "two"
+    assert (run_dir / "search" / "arch.yaml").read_text() == (tmp_path / "one" / "search" / "arch.yaml").read_text()
+    assert json.loads((run_dir / "stages" / "cls.done.json").read_text())["config"]["trainer"]["devices"] == 2
+    assert weights(run_dir / "cls" / "model.pt") and (run_dir / "report.md").is_file()
+    assert two.stdout.count("[run] finished") == 1   # one coordinator, not one per rank
+    assert_no_partial_files(run_dir)

@@ -11,7 +11,8 @@ DeiT/AutoFormer's, built from timm rather than rewritten:
   update;
 * loss: timm ``SoftTargetCrossEntropy`` with ``Mixup``/CutMix, ``LabelSmoothingCrossEntropy``
   without, plain cross-entropy when neither is on;
-* metrics: torchmetrics top-1 / top-5 accuracy (top-k capped at the class count).
+* metrics: torchmetrics top-1 / top-5 accuracy (top-k capped at the class count) and the mean
+  validation loss, each image counted once also on several DDP ranks (no padded duplicates).
 
 Logged: ``train/loss``, ``train/throughput`` (images/s over all devices), ``val/loss``,
 ``val/top1``, ``val/top5``; the learning rate comes from Lightning's ``LearningRateMonitor``.
