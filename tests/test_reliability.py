@@ -457,7 +457,7 @@ def test_seg_killed_then_resumed_finishes_from_the_last_validation(tmp_path):
     (tmp_path / "job.py").write_text(JOB_SCRIPT)
     saved = lambda: (run_dir / "last.ckpt").is_file() and \
         torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] >= 4  # noqa: E731
-    kill_when([sys.executable, str(tmp_path / "job.py"), *args], saved, env)   # steps 5-6 of 8, mid-epoch 2
+    kill_when([sys.executable, str(tmp_path / "job.py"), *args], saved, env)   # after the step-4/6 validation
     assert not (run_dir / "metrics.json").exists()
     assert_no_partial_files(run_dir)
     t0 = time.time()
@@ -466,7 +466,7 @@ def test_seg_killed_then_resumed_finishes_from_the_last_validation(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 8 and torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 8
     assert_no_partial_files(run_dir)
-    print(f"\n[fault] seg kill -9 after the step-4 validation: resumed, {time.time() - t0:.1f} s to finish")
+    print(f"\n[fault] seg kill -9 after a mid-run validation: resumed, {time.time() - t0:.1f} s to finish")
 
 
 @pytest.mark.slow
