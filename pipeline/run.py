@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional
 from pipeline.cli import UserError
 from pipeline.config import (CONFIG_DIR, ConfigError, apply_overrides, expand_run_name, find_config, load_yaml,
                              parse_overrides, pop_option, resolve_path, save_config)
+from pipeline.distributed import under_launcher
 from pipeline.utils.io import atomic_write_text
 
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
@@ -164,6 +165,10 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
+    if under_launcher():   # every rank would start its own stages and write the same files
+        raise UserError("`python -m pipeline run` starts its stages itself; run it once, not under torchrun/"
+                        "srun, and give the stages devices instead: --search.trainer.devices=N "
+                        "--cls.trainer.devices=N --seg.trainer.devices=N (with --<stage>.trainer.strategy=ddp)")
     config_path, argv = pop_option(list(argv), "--config", DEFAULT_CONFIG)
     cfg = load_run_config(find_config(config_path, "run"), argv)
     name = str(cfg["run_name"]).strip()

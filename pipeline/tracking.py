@@ -13,11 +13,43 @@ from typing import Any, Optional
 from pipeline.cli import UserError
 
 
+def _configured_host() -> str:
+    """The W&B server wandb would use: WANDB_BASE_URL, else ``wandb login --host``'s setting.
+
+    Read into a fresh ``wandb.Settings`` the way wandb loads them: wandb's process-wide settings
+    are frozen at first use, so touching them here would hide the WANDB_MODE set below.
+    """
+    from wandb import env
+    from wandb.sdk.wandb_settings import Settings
+
+    settings = Settings()
+    config_dir = Path(os.environ.get(env.CONFIG_DIR) or "~/.config/wandb").expanduser()
+    settings.settings_system = str(config_dir / "settings")
+    settings.update_from_system_settings()
+    settings.update_from_env_vars(dict(os.environ))
+    return settings.base_url
+
+
 def _logged_in() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
+    """Whether wandb would find credentials for the configured host; no prompt, no network.
+
+    wandb's own lookup order: an API key (or identity-token file) in the environment, then the
+    netrc entry of the host the user configured (``WANDB_BASE_URL`` or ``wandb login --host``,
+    else the public cloud). A key wandb would reject as malformed counts as no login.
+    """
+    from wandb import env
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib import wbauth
+
+    key = os.environ.get(env.API_KEY)
+    if key:
+        return wbauth.check_api_key(key) is None
+    if os.environ.get(env.IDENTITY_TOKEN_FILE):
         return True
-    netrc = Path.home() / ".netrc"
-    return netrc.exists() and "api.wandb.ai" in netrc.read_text()
+    try:
+        return wbauth.read_netrc_auth(host=_configured_host()) is not None
+    except (AuthenticationError, ValueError):
+        return False
 
 
 def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Optional[str] = None):
@@ -35,8 +67,8 @@ def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Option
         mode = "online" if _logged_in() else "offline"
     mode = os.environ.setdefault("WANDB_MODE", mode)
     if mode == "online" and not _logged_in():
-        raise UserError("wandb.mode=online needs a W&B login (`wandb login` or WANDB_API_KEY); "
-                        "use --wandb.mode=offline to log locally")
+        raise UserError("wandb.mode=online needs a W&B login for the configured host (`wandb login "
+                        "[--host URL]` or WANDB_API_KEY); use --wandb.mode=offline to log locally")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
     from lightning.pytorch.loggers import WandbLogger

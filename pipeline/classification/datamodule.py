@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -126,8 +127,15 @@ class ClassificationDataModule(LightningDataModule):
         self.check()
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each image on exactly one rank: Lightning's default sampler pads the last shard with
+            # duplicates, which would make val metrics differ from a single-process run.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None, drop_last=train,
+                          sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

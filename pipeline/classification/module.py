@@ -11,7 +11,8 @@ DeiT/AutoFormer's, built from timm rather than rewritten:
   update;
 * loss: timm ``SoftTargetCrossEntropy`` with ``Mixup``/CutMix, ``LabelSmoothingCrossEntropy``
   without, plain cross-entropy when neither is on;
-* metrics: torchmetrics top-1 / top-5 accuracy (top-k capped at the class count).
+* metrics: torchmetrics top-1 / top-5 accuracy (top-k capped at the class count) and the mean
+  validation loss, each image counted once also on several DDP ranks (no padded duplicates).
 
 Logged: ``train/loss``, ``train/throughput`` (images/s over all devices), ``val/loss``,
 ``val/top1``, ``val/top5``; the learning rate comes from Lightning's ``LearningRateMonitor``.
@@ -32,8 +33,10 @@ from typing import Any, Optional, Sequence
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from pipeline.distributed import check_finite_loss
 from pipeline.models import build_model
 from pipeline.space.spec import ArchSpec, SpecError
 
@@ -130,6 +133,7 @@ class ClassificationModule(LightningModule):
         self.train_loss_fn, self.val_loss_fn = self._losses()
         self.val_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
+        self.val_loss = MeanMetric()   # weighted by images: exact over uneven DDP shards
 
     def _losses(self) -> tuple[nn.Module, nn.Module]:
         from timm.data import Mixup
@@ -163,9 +167,7 @@ class ClassificationModule(LightningModule):
                 x, y = x[:-1], y[:-1]
             x, y = self.mixup_fn(x, y)
         loss = self.train_loss_fn(self(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}; "
-                                     "lower --optim.lr or check the data")
+        check_finite_loss(loss, self.global_step, "lower --optim.lr or check the data")  # all ranks agree
         self._epoch_images += x.shape[0]
         self._last_batch_end = time.perf_counter()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True,
@@ -188,7 +190,8 @@ class ClassificationModule(LightningModule):
         loss = self.val_loss_fn(logits, y)
         self.val_top1(logits, y)
         self.val_top5(logits, y)
-        self.log("val/loss", loss, prog_bar=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.val_loss.update(loss, weight=x.shape[0])
+        self.log("val/loss", self.val_loss, prog_bar=False, on_epoch=True, batch_size=x.shape[0])
         self.log("val/top1", self.val_top1, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
         self.log("val/top5", self.val_top5, on_epoch=True, batch_size=x.shape[0])
         if batch_idx == 0 and self._wandb() is not None:

@@ -55,11 +55,14 @@ def kernel(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: 
 def _minimal_training(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
                       lr: float) -> None:
     """A few optimizer steps on the probe batch (Mok et al.: a little training informs the NTK)."""
+    if int(labels.max()) >= model.num_classes:
+        raise ValueError(f"probe label {int(labels.max())} is outside the network's {model.num_classes} classes; "
+                         "use a probe with fewer classes or a space with more (fixed.num_classes)")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels % model.num_classes).backward()
+        F.cross_entropy(model(images), labels).backward()
         opt.step()
     model.eval()
 

@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from pipeline.distributed import rank_zero_decides
 from pipeline.models import count_flops, count_params
 from pipeline.proxies import compute_proxy, get_proxy
 from pipeline.search.report import plot_convergence, plot_pareto, summary_table, write_candidates_csv
@@ -26,6 +27,16 @@ from pipeline.search.store import Candidate, CandidateStore
 from pipeline.search.strategies import make_strategy
 from pipeline.space import ArchSpec, Limits, SearchSpace
 from pipeline.utils.io import atomic_write_text
+
+
+def check_probe_labels(labels: torch.Tensor, space: SearchSpace) -> None:
+    """Probe labels must index the networks' classes (a loss on them is otherwise meaningless)."""
+    classes = space.extreme_spec(False).num_classes
+    top = int(labels.max()) if labels.numel() else -1
+    if top >= classes or (labels.numel() and int(labels.min()) < 0):
+        raise ValueError(f"probe labels run up to {top}, but the space {space.name!r} has {classes} classes; "
+                         f"use a probe with at most {classes} classes (e.g. --probe.source=photos) or a space "
+                         f"with fixed.num_classes >= {top + 1}")
 
 
 class ArchitectureSearch(Callback):
@@ -96,8 +107,12 @@ class ArchitectureSearch(Callback):
     def run(self, trainer: Trainer) -> ArchSpec:
         rank, world = trainer.global_rank, trainer.world_size
         device = trainer.strategy.root_device
-        images, labels = self._probe_batch(trainer)
-        store = CandidateStore(self.out_dir / "candidates.jsonl", writable=rank == 0)
+        # Rank 0 takes the probe and reads the resume log; every rank scores with what it was handed
+        # (no shared filesystem or a shuffled loader can then make ranks disagree on the work).
+        images, labels = rank_zero_decides(lambda: self._probe_batch(trainer))
+        check_probe_labels(labels, self.space)
+        log = self.out_dir / "candidates.jsonl"
+        store = CandidateStore(log, writable=rank == 0, records=rank_zero_decides(lambda: CandidateStore.read(log)))
         strategy = make_strategy(self.strategy_name, self.space, self.limits, self.seed, **self.strategy_options)
         resumed = len(store.by_spec)
         if resumed:

@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from pipeline.cli import UserError
 from pipeline.config import CONFIG_DIR, find_config, load_config, pop_option, save_config
 from pipeline.data import DataError, probe_batch
+from pipeline.distributed import is_rank_zero
 from pipeline.proxies import available_proxies, get_proxy
-from pipeline.search.callback import ArchitectureSearch
+from pipeline.search.callback import ArchitectureSearch, check_probe_labels
 from pipeline.space import Limits, SearchSpace
 from pipeline.tracking import wandb_logger
 
@@ -84,7 +85,8 @@ def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     space.check_limits(limits)
     try:
         probe = make_probe(cfg, space)
-    except DataError as e:
+        check_probe_labels(probe[1], space)
+    except (DataError, ValueError) as e:
         raise UserError(str(e)) from None
     strategy = cfg["strategy"]["name"]
     if strategy not in ("evolution", "random"):
@@ -126,7 +128,8 @@ def main(argv: list[str]) -> int:
     config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
     cfg = load_config(find_config(config_path, "search"), argv)
     search, out = build_search(cfg)
-    check_resumable(cfg, out)
+    if is_rank_zero():   # rank 0 owns the output folder; the callback hands its resume log to the others
+        check_resumable(cfg, out)
     logger = wandb_logger(cfg, out, job_type="search")
     trainer = Trainer(**cfg["trainer"], max_epochs=0, logger=logger, callbacks=[search],
                       enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out))

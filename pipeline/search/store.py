@@ -42,19 +42,27 @@ class Candidate:
 class CandidateStore:
     """Append-only JSON-lines log of candidates, keyed by spec."""
 
-    def __init__(self, path: Path, writable: bool = True) -> None:
+    def __init__(self, path: Path, writable: bool = True,
+                 records: Optional[dict[ArchSpec, Candidate]] = None) -> None:
+        """``records``: the log's content read elsewhere (rank 0 reads, the other ranks are handed it)."""
         self.path = Path(path)
         self.writable = writable
-        self.by_spec: dict[ArchSpec, Candidate] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
+        self.by_spec: dict[ArchSpec, Candidate] = self.read(self.path) if records is None else dict(records)
+        if self.writable and self.path.exists():
+            self._rewrite_clean()
+
+    @staticmethod
+    def read(path: Path) -> dict[ArchSpec, Candidate]:
+        """The candidates of a log (empty when it does not exist), skipping a line cut short."""
+        by_spec: dict[ArchSpec, Candidate] = {}
+        if Path(path).exists():
+            for line in Path(path).read_text().splitlines():
                 try:
                     c = Candidate.from_json(line)
                 except (json.JSONDecodeError, TypeError, KeyError, ValueError):
                     continue   # a line cut short by an interruption
-                self.by_spec[c.spec] = c
-            if self.writable:
-                self._rewrite_clean()
+                by_spec[c.spec] = c
+        return by_spec
 
     def _rewrite_clean(self) -> None:
         """Drop a truncated tail so later appends start on a fresh line."""

@@ -177,6 +177,7 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     from pipeline.segmentation.datasets import check_split, dataset_meta, resolve_root
     from pipeline.segmentation.module import SegmentationModule
     from pipeline.tracking import record_handoff, wandb_logger
+    from pipeline.train.rng import RngState
     from pipeline.utils.io import atomic_write_text
 
     name = str(cfg["run_name"]).strip()
@@ -224,9 +225,12 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     logger = wandb_logger(cfg, out, job_type="train-seg")
     if logger:
         loggers.append(logger)
-    callbacks = [ModelCheckpoint(dirpath=out, filename="best", monitor="val/mIoU", mode="max", save_last=True,
-                                 auto_insert_metric_name=False, enable_version_counter=False)]
-    callbacks.append(LearningRateMonitor(logging_interval="step"))
+    # best.ckpt, then last.ckpt at every validation (what --resume continues; Lightning's save_last
+    # only rewrites it when best.ckpt improves), each with the random state (pipeline/train/rng.py)
+    callbacks = [ModelCheckpoint(dirpath=out, filename="best", monitor="val/mIoU", mode="max",
+                                 auto_insert_metric_name=False, enable_version_counter=False),
+                 ModelCheckpoint(dirpath=out, filename="last", save_top_k=1, enable_version_counter=False)]
+    callbacks += [LearningRateMonitor(logging_interval="step"), RngState()]
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     try:
         trainer = Trainer(**cfg["trainer"], logger=loggers, callbacks=callbacks, default_root_dir=str(out),
@@ -247,7 +251,10 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
         if init_report:
             print(f"backbone initialised from {ckpt}: {init_report['loaded']} tensors"
                   + "".join(f"; {n}" for n in init_report["resized"]))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    except FloatingPointError as e:   # raised on every rank alike (pipeline.distributed)
+        raise UserError(str(e)) from None
 
     best = callbacks[0].best_model_path
     trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)

@@ -23,6 +23,7 @@ import pipeline.compat  # noqa: F401  (mmcv.ops stand-in before mmseg)
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
+from pipeline.distributed import check_finite_loss
 from pipeline.segmentation.model import build_segmentor, segmentor_config
 from pipeline.space.spec import ArchSpec
 
@@ -98,6 +99,7 @@ class SegmentationModule(LightningModule):
         data = self._preprocess(batch, True)
         losses = self.model(**data, mode="loss")
         loss, log_vars = self.model.parse_losses(losses)
+        check_finite_loss(loss, self.global_step, "lower --optim.lr or check the data")  # all ranks agree
         n = len(data["data_samples"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in log_vars.items() if k != "loss"}, batch_size=n)

@@ -141,6 +141,9 @@ class SearchSpace:
     def _check(self) -> None:
         if not self.embed_dim:
             raise SpecError(f"space {self.name!r}: choices.embed_dim has no values")
+        if self.family == "pit" and self.num_heads.per == "layer":
+            raise SpecError(f"space {self.name!r}: a PiT stage keeps one head count; set "
+                            "choices.num_heads.per to 'stage' or 'global'")
         if self.family == "vit" and len(self.stage_depths) != 1:
             raise SpecError(f"space {self.name!r}: a 'vit' space has one stage; use choices.depth")
         if self.family == "vit" and self.fixed.get("head_dim") is None:

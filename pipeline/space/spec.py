@@ -122,6 +122,15 @@ class ArchSpec:
             raise SpecError(f"global_pool={self.global_pool!r} is unknown; use one of {GLOBAL_POOLS}")
         if self.family == "pit" and self.global_pool != "token":
             raise SpecError("family 'pit' classifies from its class token; set global_pool: token")
+        if self.family == "pit":
+            start = 0
+            for s, d in enumerate(self.stage_depths):
+                heads = set(self.num_heads[start:start + d])
+                if len(heads) > 1:   # a stage's width is base_dim x heads: one width per stage
+                    raise SpecError(f"PiT stage {s} has heads {list(self.num_heads[start:start + d])}; a PiT "
+                                    "stage keeps one head count (its width is embed_dim x heads): give every "
+                                    "layer of a stage the same num_heads (in a space: num_heads: {per: stage})")
+                start += d
         if self.family == "pit" and self.rel_pos:
             raise SpecError("rel_pos is only supported for family 'vit'")
         if self.img_size < self.patch_size:

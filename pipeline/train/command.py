@@ -52,6 +52,7 @@ from typing import Any, Optional
 from pipeline.cli import UserError
 from pipeline.config import (CONFIG_DIR, ConfigError, find_config, load_config, pop_option, resolve_path,
                              save_config)
+from pipeline.distributed import is_rank_zero
 from pipeline.space.spec import ArchSpec, SpecError
 from pipeline.tracking import record_handoff
 from pipeline.utils.io import atomic_write_text
@@ -341,6 +342,7 @@ def _make_trainer(cfg: dict[str, Any], run_dir: Path):
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     from pipeline.tracking import wandb_logger
+    from pipeline.train.rng import RngState
 
     # csv/version_N/metrics.csv: one folder per invocation, so a resumed run keeps the history.
     loggers: list = [CSVLogger(save_dir=str(run_dir), name="csv")]
@@ -348,10 +350,12 @@ def _make_trainer(cfg: dict[str, Any], run_dir: Path):
     if wb:
         loggers.append(wb)
     checkpoint = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor="val/top1", mode="max",
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                                 enable_version_counter=False)
+                                 save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    # last.ckpt every epoch (what --resume continues); Lightning's save_last only rewrites it when
+    # best.ckpt improves. After `checkpoint`, so it holds that callback's updated best score.
+    last = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False)
     smoke = bool(cfg["trainer"].get("fast_dev_run"))  # a smoke run writes no checkpoint
-    callbacks = [LearningRateMonitor(logging_interval="step")] + ([] if smoke else [checkpoint])
+    callbacks = [LearningRateMonitor(logging_interval="step"), RngState()] + ([] if smoke else [checkpoint, last])
     try:
         trainer = Trainer(**cfg["trainer"], logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
                           enable_model_summary=False, enable_checkpointing=not smoke)
@@ -396,8 +400,7 @@ class _DropNoise(logging.Filter):
 def _quiet_lightning() -> None:
     """Keep stdout readable: drop Lightning hints that do not apply to this command."""
     for pattern in (".*does not have many workers.*", ".*is smaller than the logging interval.*",
-                    ".*Checkpoint directory .* exists and is not empty.*", ".*treespec, LeafSpec.*",
-                    ".*Using `DistributedSampler` with the dataloaders. During `trainer.validate\\(\\)`.*"):
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*treespec, LeafSpec.*"):
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         log = logging.getLogger(name)
@@ -413,7 +416,8 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
 
     started = time.time()
     cfg, spec, source, module, dm, run_dir, ckpt_path = build(cfg, arch_path, resume)
-    created = check_writable(run_dir)
+    rank0 = is_rank_zero()   # the output folder is checked, written and cleaned up by rank 0 only
+    created = check_writable(run_dir) if rank0 else False
     written: list[Path] = []
     _quiet_lightning()
     try:
@@ -455,13 +459,16 @@ def train_classification(cfg: dict[str, Any], arch_path: Optional[str] = None, r
                            consumed={"arch": spec_file} if spec_file else None)
             _report(trainer, metrics, run_dir, model_pt, best, time.time() - started, portable)
     except DataError as e:
-        _cleanup(run_dir, created, started, written)
+        if rank0:
+            _cleanup(run_dir, created, started, written)
         raise UserError(_data_message(e)) from None
     except FloatingPointError as e:
-        _cleanup(run_dir, created, started, written)
+        if rank0:
+            _cleanup(run_dir, created, started, written)
         raise UserError(str(e)) from None
     except BaseException:
-        _cleanup(run_dir, created, started, written)
+        if rank0:
+            _cleanup(run_dir, created, started, written)
         raise
     return 0
 

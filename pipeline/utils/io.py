@@ -1,6 +1,8 @@
 """Atomic file writes: write a temp file beside the target, then rename over it.
 
-A crash or Ctrl-C mid-write therefore never leaves a half-written output behind.
+A crash or Ctrl-C mid-write therefore never leaves a half-written output behind. The file
+gets the mode a plain ``open(path, "w")`` would give it (``0666`` less the user's umask), not the
+private ``0600`` of a temp file, so a team sharing a results folder can read it.
 """
 from __future__ import annotations
 
@@ -8,6 +10,12 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)   # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -19,6 +27,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
