@@ -37,7 +37,7 @@ from typing import Any, Callable
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))   # after PYTHONPATH: another checkout can be measured with this script
 
 from pipeline.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
 from pipeline.space import ArchSpec, SearchSpace  # noqa: E402
@@ -163,8 +163,8 @@ def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str
     cfg["trainer"] = dict(cfg["trainer"], precision=command.resolve_precision(cfg["trainer"]))
     dm = ClassificationDataModule(source="demo" if case == "demo" else "folder", root=d.get("root"),
                                   image_size=spec.img_size, batch_size=int(d["batch_size"]),
-                                  num_workers=int(d.get("num_workers") or 0), aug=cfg["aug"],
-                                  pin_memory=bool(d.get("pin_memory")))
+                                  num_workers=d.get("num_workers") or 0, aug=cfg["aug"],
+                                  pin_memory=d.get("pin_memory") if d.get("pin_memory") == "auto" else bool(d.get("pin_memory")))
     if case != "demo":
         n = (warmup + steps + 2) * dm.batch_size
         dm.train_set = SyntheticImageNet(n, dm.train_transform())
@@ -271,7 +271,8 @@ def seg_setup(device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
         except ConfigError:
             print(f"seg: ignoring {o} (not a seg config key)")
     cfg["trainer"]["precision"] = command.resolve_precision(cfg["trainer"])
-    command._resolve_gpu_settings(cfg)
+    if hasattr(command, "_resolve_gpu_settings"):   # (absent in checkouts before the GPU settings)
+        command._resolve_gpu_settings(cfg)
     spec = ArchSpec.load(CONFIG_DIR / "train" / "demo_default_arch.yaml")
     meta = dataset_meta(cfg["data"]["type"])
     warmup, steps = (5, 15 if quick else 30)
@@ -287,7 +288,11 @@ def run_ours_seg(s: dict[str, Any]) -> float:
 
     from pipeline.segmentation.datamodule import SegDataModule
     from pipeline.segmentation.module import SegmentationModule
-    from pipeline.train.progress import progress_bar
+
+    try:
+        from pipeline.train.progress import progress_bar
+    except ImportError:   # a checkout before the throttled bar: Lightning's default one
+        progress_bar = lambda trainer_cfg: []  # noqa: E731
 
     cfg = copy.deepcopy(s["cfg"])
     seed_everything(int(cfg["seed"]), verbose=False)
