@@ -395,14 +395,24 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     repeats = args.repeats or (2 if args.quick else 3)
     extra = list(args.overrides) + unknown
+    import pipeline
+
     print(f"device: {device}, torch threads: {torch.get_num_threads()}, repeats: {repeats} (medians; "
-          "ours and reference alternate)", flush=True)
+          f"ours and reference alternate); measuring {Path(pipeline.__file__).parent}", flush=True)
     torch.manual_seed(0)
-    for case in CLS_CASES:
-        if args.only in (None, "cls", f"cls-{case}"):
-            bench_cls(case, device, repeats, args.quick, extra)
+    cases = [(f"cls {c}", lambda c=c: bench_cls(c, device, repeats, args.quick, extra))
+             for c in CLS_CASES if args.only in (None, "cls", f"cls-{c}")]
     if args.only in (None, "seg"):
-        bench_seg(device, repeats, args.quick, extra)
+        cases.append(("seg demo", lambda: bench_seg(device, repeats, args.quick, extra)))
+    failed = 0
+    for name, bench in cases:
+        try:
+            bench()
+        except Exception as e:   # one broken case must not hide the others' numbers
+            failed += 1
+            print(f"{name}: FAILED {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}",
+                  flush=True)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

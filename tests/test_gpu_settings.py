@@ -196,3 +196,19 @@ def test_train_cli_with_gpu_settings_on_cpu(tmp_path):
     assert cfg["model"]["compile"] == {"backend": "aot_eager"} and cfg["optim"]["fused"] is True
     ckpt = torch.load(tmp_path / "cls-demo" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not any("_orig_mod" in k for k in ckpt["state_dict"])
+
+
+# ------------------------------------------------------------------ augmentation under Pillow 13
+def test_randaugment_posterize_at_top_magnitude_gives_a_black_image():
+    """DeiT's RandAugment reaches magnitude 10, where timm's PosterizeIncreasing keeps 0 bits:
+    Pillow 13 raises there; the transforms of the ImageNet config must not."""
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp
+
+    dm = ClassificationDataModule(source="demo", image_size=32, aug=load_config(CONFIGS / "cls_imagenet.yaml")["aug"])
+    dm.train_transform()   # installs the fix
+    img = Image.new("RGB", (16, 16), (200, 120, 30))
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
+    assert set(op(img).getdata()) == {(0, 0, 0)}
+    kept = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5, hparams={"magnitude_std": 0})(img)
+    assert set(kept.getdata()) == {(192, 64, 0)}   # 4 - int(5/10*4) = 2 bits kept

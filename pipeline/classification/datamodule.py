@@ -86,6 +86,9 @@ class ClassificationDataModule(LightningDataModule):
     def train_transform(self):
         from timm.data import create_transform
 
+        from pipeline.compat.timm_posterize import install
+
+        install()   # RandAugment's 0-bit posterize under Pillow 13 (see the module)
         kwargs = {k: _tuple(self.aug[k]) for k in TRAIN_AUG_KEYS if k in self.aug}
         if kwargs.get("auto_augment") in ("", "none", False):
             kwargs["auto_augment"] = None
