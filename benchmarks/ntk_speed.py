@@ -115,7 +115,9 @@ def measure(space: str, n: int, largest: bool, repeats: int, loop: bool, device:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only-base", action="store_true", help="only the AutoFormer-B N=64 row")
+    ap.add_argument("--only-base", action="store_true", help="only the AutoFormer-B row")
+    ap.add_argument("--base-n", type=int, default=64,
+                    help="probe images of the AutoFormer-B row (N=64 needs ~12 GB of host memory on a CPU)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
@@ -125,7 +127,7 @@ def main() -> None:
         plan += [("autoformer_tiny", n, None, args.repeats, n <= 16) for n in (8, 16, 64)]
         plan += [("autoformer_tiny", 32, True, args.repeats, False), ("autoformer_small", 32, False, 1, False),
                  ("demo", 32, True, args.repeats, True)]
-    plan.append(("autoformer_base", 64, None, 0 if args.device == "cpu" else 1, False))
+    plan.append(("autoformer_base", args.base_n, None, 0 if args.device == "cpu" else 1, False))
     if args.only_base:
         plan = plan[-1:]
     head = (f"{'network':22} {'params':>7} {'N':>3} {'fwd+bwd':>8} {'fast':>7} {'loop':>7} "

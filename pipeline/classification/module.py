@@ -214,8 +214,8 @@ class ClassificationModule(LightningModule):
     def check_finite(self) -> None:
         """Raise FloatingPointError if a training loss since the last check was NaN or infinite.
 
-        Checked every ``log_every_n_steps`` steps and at the end of each epoch (one host sync
-        then, none per step).
+        Checked every ``log_every_n_steps`` steps and before validation, which precedes the
+        checkpoint callback (one host sync then, none per step).
         """
         flag, self._nonfinite = self._nonfinite, None
         first, self._checked_step = self._checked_step, self.global_step
@@ -234,6 +234,10 @@ class ClassificationModule(LightningModule):
                  reduce_fx="sum")
 
     # -------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.check_finite()   # no checkpoint of weights a NaN step has spoilt
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
