@@ -154,9 +154,11 @@ def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str
         warmup, steps = 5, (30 if quick else 60)
     else:
         batch = 128 if device == "cuda" else 16
+        # --quick skips torch.compile (minutes per run on a GPU); the full run uses the config's auto
+        no_compile = ["--model.compile=false"] if quick else []
         cfg = load_config(CONFIG_DIR / "train" / "cls_imagenet.yaml",
                           trainer_over + ["--data.root=unused", f"--data.batch_size={batch}",
-                                          "--optim.base_batch=null", *extra])
+                                          "--optim.base_batch=null", *no_compile, *extra])
         spec = SearchSpace.load("autoformer_tiny").sample(random.Random(0))
         warmup, steps = (3, 6 if quick else 10) if device == "cpu" else (10, 20 if quick else 40)
     d = cfg["data"]
@@ -199,8 +201,9 @@ def run_reference_cls(s: dict[str, Any]) -> float:
     # The module only as a factory of the identical network, optimiser, schedule and losses.
     factory = command._make_module(cfg, s["spec"], dm.batch_size, dm.check())
     model, mixup, loss_fn = factory.net.to(device), factory.mixup_fn, factory.train_loss_fn
-    if cfg["model"].get("compile"):
-        model = torch.compile(model)
+    compile_opts = command.resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    if compile_opts:   # as our module does (auto = on CUDA)
+        model.compile(**(compile_opts if isinstance(compile_opts, dict) else {}))
     wd = float(cfg["optim"].get("weight_decay", 0.05))
     optimizer = factory._optimizer(param_groups_weight_decay(model, wd, no_weight_decay_list=NO_WEIGHT_DECAY),
                                    float(cfg["optim"]["lr"]))
