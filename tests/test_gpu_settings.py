@@ -182,6 +182,7 @@ def test_nonfinite_loss_is_caught_at_the_next_check():
         module.check_finite()
 
 
+@pytest.mark.slow
 def test_train_cli_with_gpu_settings_on_cpu(tmp_path):
     """The real CLI with compile (traced by aot_eager), fused AdamW and auto loaders, on the CPU."""
     arch = tmp_path / "arch.yaml"
