@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data import IMAGENET_MEAN, IMAGENET_STD, DataError, DemoClassification, ImageFolderDataset
 from pipeline.data import demo as demo_data
+from pipeline.data.loading import resolve_pin_memory, resolve_workers, trainer_placement
 
 SOURCES = ("demo", "folder")
 # create_transform keywords taken from the config's `aug` section for the training transform.
@@ -42,18 +43,19 @@ class ClassificationDataModule(LightningDataModule):
         root: the dataset root for source="folder" (holding train/ and val/).
         image_size: network input side.
         batch_size: images per device and step.
-        num_workers: DataLoader worker processes (0 loads in the main process).
+        num_workers: DataLoader worker processes per device (0 loads in the main process);
+            ``auto`` sizes them from the CPU cores (:mod:`pipeline.data.loading`).
         aug: timm ``create_transform`` settings for training (see TRAIN_AUG_KEYS) plus
             ``crop_pct`` for validation; unknown keys are ignored here (the module reads the
             mixup ones).
         mean, std: normalisation; None uses the source's (Fashion-MNIST or ImageNet statistics).
-        pin_memory: pin host memory (useful on GPU).
+        pin_memory: pin host memory; ``auto`` = when training on CUDA.
     """
 
     def __init__(self, source: str = "demo", root: Optional[str] = None, image_size: int = 32,
-                 batch_size: int = 128, num_workers: int = 0, aug: Optional[dict[str, Any]] = None,
+                 batch_size: int = 128, num_workers: int | str = 0, aug: Optional[dict[str, Any]] = None,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool | str = False) -> None:
         super().__init__()
         if source not in SOURCES:
             raise DataError(f"data.source={source!r} is unknown; use one of {SOURCES}")
@@ -66,13 +68,18 @@ class ClassificationDataModule(LightningDataModule):
         self.root = Path(root).expanduser() if root else None
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        try:  # checked now, resolved when the loaders are made (the Trainer knows the devices then)
+            resolve_workers(num_workers)
+            resolve_pin_memory(pin_memory, False)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        self.num_workers = num_workers
         self.aug = dict(aug or {})
         default_mean = (demo_data.MEAN,) * 3 if source == "demo" else tuple(IMAGENET_MEAN)
         default_std = (demo_data.STD,) * 3 if source == "demo" else tuple(IMAGENET_STD)
         self.mean = tuple(float(m) for m in mean) if mean else default_mean
         self.std = tuple(float(s) for s in std) if std else default_std
-        self.pin_memory = bool(pin_memory)
+        self.pin_memory = pin_memory
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
 
@@ -80,6 +87,9 @@ class ClassificationDataModule(LightningDataModule):
     def train_transform(self):
         from timm.data import create_transform
 
+        from pipeline.compat.timm_posterize import install
+
+        install()   # RandAugment's 0-bit posterize under Pillow 13 (see the module)
         kwargs = {k: _tuple(self.aug[k]) for k in TRAIN_AUG_KEYS if k in self.aug}
         if kwargs.get("auto_augment") in ("", "none", False):
             kwargs["auto_augment"] = None
@@ -134,9 +144,11 @@ class ClassificationDataModule(LightningDataModule):
             from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        processes, on_cuda = trainer_placement(self.trainer)
+        workers = resolve_workers(self.num_workers, processes)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None, drop_last=train,
-                          sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+                          sampler=sampler, num_workers=workers,
+                          pin_memory=resolve_pin_memory(self.pin_memory, on_cuda), persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) < self.batch_size:

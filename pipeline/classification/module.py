@@ -19,6 +19,12 @@ Logged: ``train/loss``, ``train/throughput`` (images/s over all devices), ``val/
 With a ``WandbLogger`` a few validation images are logged with their predicted and true
 classes at the end of every validation epoch (``val/samples``).
 
+GPU settings: ``compile_net`` compiles the network in place (``nn.Module.compile``, so
+checkpoints and exports keep plain parameter names); ``fused`` selects the fused AdamW/Adam
+kernel when every parameter is on CUDA. The training step never waits for the device: the
+training loss is a torchmetrics mean (reduced across devices once per epoch, not per step) and
+a non-finite loss is flagged on the device and checked every ``log_every_n_steps`` steps.
+
 The spec may be given later: ``set_architecture(spec)`` (called by the search callback
 ``pipeline.search.ArchitectureSearch`` in its ``setup`` hook) and ``configure_model`` build the
 network lazily. ``save_hyperparameters`` stores the spec as a plain dict, so checkpoints hold
@@ -36,7 +42,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from pipeline.distributed import check_finite_loss
+from pipeline.distributed import any_rank
 from pipeline.models import build_model
 from pipeline.space.spec import ArchSpec, SpecError
 
@@ -58,6 +64,21 @@ def as_spec(spec: ArchSpec | dict[str, Any]) -> ArchSpec:
         raise SpecError(f"invalid spec: {e}") from e
 
 
+def use_fused(opt: str, groups, fused: Optional[bool] = None) -> bool:
+    """Whether to ask for torch's fused Adam/AdamW: one kernel per step instead of a few per tensor.
+
+    ``fused=None`` (auto): when the optimiser is Adam or AdamW and every parameter is on CUDA
+    (``configure_optimizers`` runs after Lightning moved the network to its device); True
+    forces it (torch also has fused CPU kernels), False turns it off.
+    """
+    if opt.lower() not in ("adam", "adamw") or fused is False:
+        return False
+    if fused:
+        return True
+    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    return bool(params) and all(p.is_cuda for p in params)
+
+
 class ClassificationModule(LightningModule):
     """Image classification with a ViT built from a spec.
 
@@ -76,6 +97,9 @@ class ClassificationModule(LightningModule):
             switch it off.
         init_seed: seeds the network's initialisation.
         class_names: names shown in sample predictions.
+        compile_net: ``torch.compile`` the network (True, or a dict of ``torch.compile``
+            options such as ``{mode: max-autotune}``); worth it for long GPU runs.
+        fused: fused AdamW/Adam kernels: None = when every parameter is on CUDA, True/False to force.
     """
 
     def __init__(self, spec: ArchSpec | dict[str, Any] | None = None, *, drop_path: float = 0.0,
@@ -86,7 +110,8 @@ class ClassificationModule(LightningModule):
                  warmup_lr: float = 1e-6, min_lr: float = 1e-5, epochs: Optional[int] = None,
                  label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0,
                  mixup_prob: float = 1.0, switch_prob: float = 0.5, mixup_mode: str = "batch",
-                 init_seed: Optional[int] = 0, class_names: Optional[Sequence[str]] = None) -> None:
+                 init_seed: Optional[int] = 0, class_names: Optional[Sequence[str]] = None,
+                 compile_net: bool | dict[str, Any] = False, fused: Optional[bool] = None) -> None:
         super().__init__()
         spec_dict = as_spec(spec).to_dict() if spec is not None else None
         if betas is not None:
@@ -103,6 +128,8 @@ class ClassificationModule(LightningModule):
         self._last_batch_end = 0.0
         self._epoch_images = 0
         self._samples: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self._nonfinite: Optional[torch.Tensor] = None   # device flag: a non-finite loss since the last check
+        self._checked_step = 0
         if spec_dict is not None:
             self._build()
 
@@ -129,8 +156,13 @@ class ClassificationModule(LightningModule):
             raise SpecError(f"spec num_classes={spec.num_classes}: a classifier needs at least one class")
         self.net = build_model(spec, seed=hp["init_seed"], drop_path_rate=float(hp["drop_path"]),
                                drop_rate=float(hp["drop"]))
+        if hp.get("compile_net"):
+            options = hp["compile_net"] if isinstance(hp["compile_net"], dict) else {}
+            self.net.compile(**options)   # in place: state_dict names stay those of the plain network
         n = spec.num_classes
         self.train_loss_fn, self.val_loss_fn = self._losses()
+        # nan_strategy="disable": the default NaN check would wait for the device every step.
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
         self.val_loss = MeanMetric()   # weighted by images: exact over uneven DDP shards
@@ -167,14 +199,36 @@ class ClassificationModule(LightningModule):
                 x, y = x[:-1], y[:-1]
             x, y = self.mixup_fn(x, y)
         loss = self.train_loss_fn(self(x), y)
-        check_finite_loss(loss, self.global_step, "lower --optim.lr or check the data")  # all ranks agree
+        bad = ~torch.isfinite(loss.detach())
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         self._epoch_images += x.shape[0]
         self._last_batch_end = time.perf_counter()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True,
-                 batch_size=x.shape[0])
+        # A torchmetrics mean: per-step values stay on this device, the epoch mean is reduced
+        # across devices once (sync_dist=True on a tensor would all-reduce every step).
+        self.train_loss(loss.detach(), x.shape[0])
+        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = max(1, int(self.trainer.log_every_n_steps or 1))
+        if (batch_idx + 1) % every == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError if a training loss since the last check was NaN or infinite.
+
+        Checked every ``log_every_n_steps`` steps and before validation, which precedes the
+        checkpoint callback (one host sync then, none per step).
+        """
+        flag, self._nonfinite = self._nonfinite, None
+        first, self._checked_step = self._checked_step, self.global_step
+        # every rank reaches each check at the same step, so they agree before one of them raises
+        if any_rank(flag is not None and bool(flag)):
+            raise FloatingPointError(f"the training loss became NaN or infinite between optimiser steps "
+                                     f"{first} and {self.global_step}; lower --optim.lr or check the data")
+
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         if self._epoch_start is None or not self._epoch_images:
             return
         # Validation runs before this hook: time up to the last training batch only.
@@ -184,6 +238,10 @@ class ClassificationModule(LightningModule):
                  reduce_fx="sum")
 
     # -------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.check_finite()   # no checkpoint of weights a NaN step has spoilt
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
@@ -245,6 +303,8 @@ class ClassificationModule(LightningModule):
             kwargs["betas"] = tuple(hp["betas"])
         if hp["opt"].lower() in ("sgd", "momentum", "nesterov"):
             kwargs["momentum"] = float(hp["momentum"])
+        if use_fused(hp["opt"], groups, hp.get("fused")):
+            kwargs["fused"] = True
         return create_optimizer_v2(groups, opt=hp["opt"], lr=lr, weight_decay=float(hp["weight_decay"]), **kwargs)
 
     def _scheduler(self, optimizer, epochs: int, per_epoch: int):

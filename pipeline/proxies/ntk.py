@@ -160,8 +160,15 @@ class _GramAccumulator:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if not output.requires_grad:
                 return
-            inputs = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
-            output.register_hook(lambda g: self._backward(module, own, inputs, kwargs, g))
+            held = [tuple(a.detach() if torch.is_tensor(a) else a for a in args)]
+
+            def on_grad(g: torch.Tensor) -> None:
+                # Let go of the layer's input as soon as it is used: the autograd graph keeps
+                # this hook until the whole backward ends, and holding every layer's input to
+                # the end would keep all activations alive while autograd frees them layer by layer.
+                self._backward(module, own, held.pop(), kwargs, g)
+
+            output.register_hook(on_grad)
         return hook
 
     def _backward(self, module: nn.Module, own: list, inputs: tuple, kwargs: dict, g: torch.Tensor) -> None:

@@ -102,6 +102,21 @@ def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def _resolve_gpu_settings(cfg: dict[str, Any]) -> None:
+    """``model.compile`` (auto = on CUDA), ``optim.fused``, ``data.num_workers``/``pin_memory``: checked
+    (and compile resolved) before any work, so the saved config says what ran."""
+    from pipeline.data.loading import resolve_pin_memory, resolve_workers
+    from pipeline.train.command import resolve_compile, resolve_fused
+
+    cfg["model"]["compile"] = resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    resolve_fused(cfg["optim"].get("fused"))
+    try:
+        resolve_workers(cfg["data"].get("num_workers", 0))
+        resolve_pin_memory(cfg["data"].get("pin_memory", False), False)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 # ------------------------------------------------------------------------------- baseline
 def majority_baseline(train_pixels, val_pixels, classes) -> Optional[dict[str, Any]]:
     """mIoU/aAcc (mmseg's formulas) of predicting the training set's most frequent class everywhere."""
@@ -178,6 +193,7 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     from pipeline.segmentation.module import SegmentationModule
     from pipeline.tracking import record_handoff, wandb_logger
     from pipeline.train.rng import RngState
+    from pipeline.train.progress import progress_bar
     from pipeline.utils.io import atomic_write_text
 
     name = str(cfg["run_name"]).strip()
@@ -194,6 +210,7 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
     spec, source = resolve_spec(cfg, arch_opt, ckpt, resume_dir=out if resume else None)
     cfg["arch"] = spec.to_dict()  # the resolved config alone reproduces the run
     cfg["trainer"]["precision"] = resolve_precision(cfg["trainer"])
+    _resolve_gpu_settings(cfg)
 
     # Data: check every file before any training (clear message, exit 2).
     d = cfg["data"]
@@ -231,6 +248,7 @@ def _run(cfg: dict[str, Any], arch_opt, ckpt_opt, resume: bool, t0: float) -> in
                                  auto_insert_metric_name=False, enable_version_counter=False),
                  ModelCheckpoint(dirpath=out, filename="last", save_top_k=1, enable_version_counter=False)]
     callbacks += [LearningRateMonitor(logging_interval="step"), RngState()]
+    callbacks += progress_bar(cfg["trainer"])
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     try:
         trainer = Trainer(**cfg["trainer"], logger=loggers, callbacks=callbacks, default_root_dir=str(out),

@@ -11,7 +11,8 @@ The pipelines are mmseg's standard ones, built from the ``data`` section of our 
 ADE20K's ``reduce_zero_label`` is a dataset setting that ``LoadAnnotations`` picks up. Batches
 are mmengine's ``pseudo_collate`` lists (``inputs``: uint8 CHW tensors, ``data_samples``:
 ``SegDataSample``), which the segmentor's ``SegDataPreProcessor`` normalises, pads and stacks.
-Under DDP Lightning shards both loaders with a ``DistributedSampler``.
+Under DDP Lightning shards both loaders with a ``DistributedSampler``. ``num_workers`` and
+``pin_memory`` may be ``auto`` (sized from the machine, see :mod:`pipeline.data.loading`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 import pipeline.compat  # noqa: F401  (mmcv.ops stand-in before mmseg)
 from mmengine.dataset import pseudo_collate
 
+from pipeline.data.loading import resolve_pin_memory, resolve_workers, trainer_placement
 from pipeline.segmentation.datasets import build_dataset, resolve_root
 
 
@@ -78,12 +80,14 @@ class SegDataModule(LightningDataModule):
             self.val_set = build_dataset(self.cfg, self.root, "val", test_pipeline(self.cfg))
 
     def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
-        workers = int(self.cfg.get("num_workers", 0))
+        processes, on_cuda = trainer_placement(self.trainer)
+        workers = resolve_workers(self.cfg.get("num_workers", 0), processes)
         gen = torch.Generator()
         gen.manual_seed(self.seed)
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
                           num_workers=workers, persistent_workers=workers > 0, collate_fn=pseudo_collate,
-                          generator=gen if train else None, pin_memory=False)
+                          generator=gen if train else None,
+                          pin_memory=resolve_pin_memory(self.cfg.get("pin_memory", False), on_cuda))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, int(self.cfg["batch_size"]), True)

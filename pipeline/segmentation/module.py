@@ -7,7 +7,10 @@
   the run over the val set the metric gathers every rank's results (DDP) and gives mIoU,
   aAcc, mAcc and per-class IoU;
 * optimiser: mmseg's ViT-UPerNet recipe -- AdamW, no weight decay on position embeddings,
-  class token and norms, linear warm-up then polynomial decay, stepped every iteration.
+  class token and norms, linear warm-up then polynomial decay, stepped every iteration; the
+  fused AdamW kernel when the parameters are on CUDA (``optim.fused: auto``);
+* ``model.compile`` compiles the backbone and neck in place (``nn.Module.compile``: checkpoint
+  names unchanged); ``auto`` (resolved by the command) means on CUDA.
 """
 from __future__ import annotations
 
@@ -75,6 +78,11 @@ class SegmentationModule(LightningModule):
         self.palette = [list(map(int, p)) for p in palette]
         self.val_size = int(val_size)
         self.model = build_segmentor(segmentor_config(self.spec, cfg, num_classes=len(self.classes)))
+        compile_opts = cfg["model"].get("compile")
+        if compile_opts:
+            for part in (self.model.backbone, getattr(self.model, "neck", None)):
+                if part is not None:
+                    part.compile(**(compile_opts if isinstance(compile_opts, dict) else {}))
         self.metric = SegIoUMetric(ignore_index=255, iou_metrics=["mIoU"])
         self.metric.dataset_meta = {"classes": tuple(self.classes), "palette": self.palette}
         self.last_metrics: dict[str, float] = {}
@@ -102,7 +110,11 @@ class SegmentationModule(LightningModule):
         check_finite_loss(loss, self.global_step, "lower --optim.lr or check the data")  # all ranks agree
         n = len(data["data_samples"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log_dict({f"train/{k}": v for k, v in log_vars.items() if k != "loss"}, batch_size=n)
+        # mmseg's loss parts only on the steps the loggers write: each self.log costs ~1 ms of
+        # Python on a CPU and the other steps' values would be dropped anyway.
+        every = max(1, int(self.trainer.log_every_n_steps or 1)) if self._trainer is not None else 1
+        if (self.global_step + 1) % every == 0:
+            self.log_dict({f"train/{k}": v for k, v in log_vars.items() if k != "loss"}, batch_size=n)
         return loss
 
     # --------------------------------------------------------------- validation
@@ -165,7 +177,11 @@ class SegmentationModule(LightningModule):
         kind = o.get("type", "AdamW")
         lr = float(o["lr"])
         if kind == "AdamW":
-            opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.get("betas", (0.9, 0.999))))
+            from pipeline.classification.module import use_fused
+
+            fused = use_fused("adamw", groups, o.get("fused") if isinstance(o.get("fused"), bool) else None)
+            opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.get("betas", (0.9, 0.999))),
+                                    **({"fused": True} if fused else {}))
         elif kind == "SGD":
             opt = torch.optim.SGD(groups, lr=lr, momentum=float(o.get("momentum", 0.9)))
         else:

@@ -205,6 +205,14 @@ def _check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"trainer.max_epochs={epochs!r} must be a positive integer")
 
 
+def on_cuda(trainer_cfg: dict[str, Any]) -> bool:
+    """Whether a Trainer config trains on CUDA devices."""
+    import torch
+
+    accel = str(trainer_cfg.get("accelerator", "auto"))
+    return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
+
+
 def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
     """``auto``: bf16 mixed precision on GPUs that support it, else fp16 mixed; fp32 on CPU."""
     precision = trainer_cfg.get("precision", "auto")
@@ -212,11 +220,33 @@ def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
         return precision
     import torch
 
-    accel = str(trainer_cfg.get("accelerator", "auto"))
-    on_cuda = accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
-    if not on_cuda:
+    if not on_cuda(trainer_cfg):
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def resolve_compile(value: Any, trainer_cfg: dict[str, Any], key: str = "model.compile") -> bool | dict[str, Any]:
+    """``model.compile``: false, true, a dict of ``torch.compile`` options, or ``auto`` (= on CUDA).
+
+    Compiling costs a minute or two up front and pays back over long GPU runs; on a CPU the
+    demo's short runs would not win it back, hence ``auto``.
+    """
+    if value in (None, False):
+        return False
+    if value == "auto":
+        return on_cuda(trainer_cfg)
+    if value is True or isinstance(value, dict):
+        return value
+    raise ConfigError(f"{key}={value!r} must be true, false, auto or a mapping of torch.compile options")
+
+
+def resolve_fused(value: Any, key: str = "optim.fused") -> Optional[bool]:
+    """``optim.fused``: ``auto`` (None: fused Adam/AdamW when the parameters are on CUDA) or a bool."""
+    if value in ("auto", None):
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true, false or auto")
+    return value
 
 
 def check_writable(run_dir: Path) -> bool:
@@ -265,9 +295,9 @@ def build(cfg: dict[str, Any], arch_path: Optional[str] = None, resume: bool = F
         image_size = int(data_cfg.get("image_size") or spec.img_size)
         dm = ClassificationDataModule(
             source=data_cfg.get("source", "demo"), root=data_cfg.get("root"), image_size=image_size,
-            batch_size=int(data_cfg["batch_size"]), num_workers=int(data_cfg.get("num_workers") or 0),
+            batch_size=int(data_cfg["batch_size"]), num_workers=data_cfg.get("num_workers") or 0,
             aug=aug, mean=data_cfg.get("mean"), std=data_cfg.get("std"),
-            pin_memory=bool(data_cfg.get("pin_memory", False)))
+            pin_memory=data_cfg.get("pin_memory", False))
         classes = dm.check()
     except DataError as e:
         raise UserError(_data_message(e)) from None
@@ -291,7 +321,7 @@ def build(cfg: dict[str, Any], arch_path: Optional[str] = None, resume: bool = F
     try:
         module = _make_module(cfg, spec, dm.batch_size, classes)
         module.check_optimisation(int(cfg["trainer"].get("max_epochs") or 1))
-    except SpecError:
+    except (SpecError, ConfigError):
         raise
     except (TypeError, ValueError, KeyError, AssertionError) as e:
         raise ConfigError(f"invalid model/optim/aug settings: {type(e).__name__}: {e}") from None
@@ -318,7 +348,8 @@ def _make_module(cfg: dict[str, Any], spec: ArchSpec, batch_size: int, classes: 
         label_smoothing=float(aug.get("label_smoothing") or 0.0), mixup=float(aug.get("mixup") or 0.0),
         cutmix=float(aug.get("cutmix") or 0.0), mixup_prob=float(aug.get("mixup_prob", 1.0)),
         switch_prob=float(aug.get("switch_prob", 0.5)), mixup_mode=aug.get("mixup_mode", "batch"),
-        init_seed=seed, class_names=classes)
+        init_seed=seed, class_names=classes, compile_net=resolve_compile(model_cfg.get("compile"), cfg["trainer"]),
+        fused=resolve_fused(optim.get("fused")))
 
 
 def _check_resumable(ckpt_path: Path, spec: ArchSpec) -> None:
@@ -341,6 +372,7 @@ def _make_trainer(cfg: dict[str, Any], run_dir: Path):
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+    from pipeline.train.progress import progress_bar
     from pipeline.tracking import wandb_logger
     from pipeline.train.rng import RngState
 
@@ -355,7 +387,8 @@ def _make_trainer(cfg: dict[str, Any], run_dir: Path):
     # best.ckpt improves. After `checkpoint`, so it holds that callback's updated best score.
     last = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False)
     smoke = bool(cfg["trainer"].get("fast_dev_run"))  # a smoke run writes no checkpoint
-    callbacks = [LearningRateMonitor(logging_interval="step"), RngState()] + ([] if smoke else [checkpoint, last])
+    callbacks = [LearningRateMonitor(logging_interval="step"), RngState(), *progress_bar(cfg["trainer"])]
+    callbacks += [] if smoke else [checkpoint, last]
     try:
         trainer = Trainer(**cfg["trainer"], logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
                           enable_model_summary=False, enable_checkpointing=not smoke)

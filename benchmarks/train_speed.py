@@ -1,0 +1,422 @@
+"""Retraining throughput against what users would run instead, measured in one run.
+
+Each comparison runs ours and the reference alternately (``--repeats`` times each, fresh
+network every time) and prints the median training throughput in images/s after warm-up:
+
+* ``cls``: our ``ClassificationModule`` + ``ClassificationDataModule`` inside ``Trainer.fit``
+  (the ``train --task cls`` Trainer: CSV logger, learning-rate monitor, checkpoint callback,
+  progress bar) against a bare PyTorch loop of the same network, batch, optimiser, schedule,
+  augmentation and loss -- the loop timm's ``train.py`` runs;
+  - ``demo``: the demo config and default spec on the embedded Fashion-MNIST set;
+  - ``autoformer-t``: an AutoFormer-T at 224x224 with the ImageNet recipe (RandAugment, Mixup,
+    CutMix, label smoothing, drop-path) on synthetic ImageNet-shaped images;
+* ``seg``: our ``SegmentationModule`` inside ``Trainer.fit`` against mmengine's own ``Runner``
+  training the same mmseg model config (``segmentor_config``) on the same data and pipeline.
+
+Only training steps are timed (from the end of the last warm-up step to the end of the last
+step): validation and once-per-epoch checkpoints are not part of the throughput. Every line ends
+in ``ratio X.XX`` = ours / reference (goal >= 0.95).
+
+    python benchmarks/train_speed.py              # cls demo, cls AutoFormer-T, seg demo
+    python benchmarks/train_speed.py --quick      # fewer steps and repeats (~3 min on a GPU)
+    python benchmarks/train_speed.py --only seg   # one comparison
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))   # after PYTHONPATH: another checkout can be measured with this script
+
+from pipeline.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
+from pipeline.space import ArchSpec, SearchSpace  # noqa: E402
+
+CLS_CASES = ("demo", "autoformer-t")
+
+
+# ----------------------------------------------------------------------------- common
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepTimer:
+    """Wall time from the end of step ``warmup`` to the end of step ``warmup + steps``."""
+
+    def __init__(self, warmup: int, steps: int, batch: int, device: str) -> None:
+        self.warmup, self.steps, self.batch, self.device = warmup, steps, batch, device
+        self.done = 0
+        self.start = self.end = None
+
+    def step_end(self) -> None:
+        self.done += 1
+        if self.done == self.warmup:
+            sync(self.device)
+            self.start = time.perf_counter()
+        elif self.done == self.warmup + self.steps:
+            sync(self.device)
+            self.end = time.perf_counter()
+
+    @property
+    def images_per_s(self) -> float:
+        if self.end is None:
+            raise RuntimeError(f"only {self.done} of {self.warmup + self.steps} steps ran")
+        return self.steps * self.batch / (self.end - self.start)
+
+
+def lightning_timer_callback(timer: StepTimer):
+    from lightning.pytorch import Callback
+
+    class _Timer(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            timer.step_end()
+
+    return _Timer()
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each measurement ``repeats`` times, alternating, so load changes hit both alike."""
+    out: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(repeats):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for name in order:
+            out[name].append(runs[name]())
+    return out
+
+
+def report(label: str, results: dict[str, list[float]], ours: str, ref: str) -> float:
+    a, b = statistics.median(results[ours]), statistics.median(results[ref])
+    spread = lambda xs: f"{min(xs):.1f}-{max(xs):.1f}"  # noqa: E731
+    ratio = a / b
+    print(f"{label}: ours {a:.1f} img/s ({spread(results[ours])}) vs {ref} {b:.1f} img/s "
+          f"({spread(results[ref])}) ratio {ratio:.2f}", flush=True)
+    return ratio
+
+
+def precision_context(device: str, precision: str):
+    """The autocast a reference loop uses for Lightning's precision setting."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------- classification
+class SyntheticImageNet(torch.utils.data.Dataset):
+    """ImageNet-shaped samples: decoded RGB PIL images of varied sizes, 1,000 classes.
+
+    A pool of random images is made once and indexed cyclically, so the timed work is the
+    transform pipeline and training, not JPEG decoding (identical for both sides anyway).
+    """
+
+    def __init__(self, length: int, transform, pool: int = 32, num_classes: int = 1000, seed: int = 0) -> None:
+        from PIL import Image
+
+        g = torch.Generator().manual_seed(seed)
+        self.images = []
+        for _ in range(pool):
+            h, w = (int(v) for v in torch.randint(300, 400, (2,), generator=g))
+            arr = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).numpy()
+            self.images.append(Image.fromarray(arr))
+        self.labels = torch.randint(0, num_classes, (length,), generator=g).tolist()
+        self.classes = [f"c{i}" for i in range(num_classes)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i % len(self.images)]), self.labels[i]
+
+
+def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
+    """Config, spec and datamodule for one classification case (shared by both sides)."""
+    from pipeline.classification import ClassificationDataModule
+    from pipeline.train import command
+
+    trainer_over = [f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--wandb.enabled=false",
+                    "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0"]
+    if case == "demo":
+        cfg = load_config(CONFIG_DIR / "train" / "cls_demo.yaml", trainer_over + extra)
+        spec = ArchSpec.load(CONFIG_DIR / "train" / "demo_default_arch.yaml")
+        warmup, steps = 5, (30 if quick else 60)
+    else:
+        batch = 128 if device == "cuda" else 16
+        # --quick skips torch.compile (minutes per run on a GPU); the full run uses the config's auto
+        no_compile = ["--model.compile=false"] if quick else []
+        cfg = load_config(CONFIG_DIR / "train" / "cls_imagenet.yaml",
+                          trainer_over + ["--data.root=unused", f"--data.batch_size={batch}",
+                                          "--optim.base_batch=null", *no_compile, *extra])
+        spec = SearchSpace.load("autoformer_tiny").sample(random.Random(0))
+        warmup, steps = (3, 6 if quick else 10) if device == "cpu" else (10, 20 if quick else 40)
+    d = cfg["data"]
+    cfg["trainer"] = dict(cfg["trainer"], precision=command.resolve_precision(cfg["trainer"]))
+    dm = ClassificationDataModule(source="demo" if case == "demo" else "folder", root=d.get("root"),
+                                  image_size=spec.img_size, batch_size=int(d["batch_size"]),
+                                  num_workers=d.get("num_workers") or 0, aug=cfg["aug"],
+                                  pin_memory=d.get("pin_memory") if d.get("pin_memory") == "auto" else bool(d.get("pin_memory")))
+    if case != "demo":
+        n = (warmup + steps + 2) * dm.batch_size
+        dm.train_set = SyntheticImageNet(n, dm.train_transform())
+        dm.val_set = SyntheticImageNet(dm.batch_size, dm.val_transform())
+    return dict(cfg=cfg, spec=spec, dm=dm, warmup=warmup, steps=steps, device=device)
+
+
+def run_ours_cls(s: dict[str, Any]) -> float:
+    """Our module and datamodule inside the `train --task cls` Trainer."""
+    from pipeline.train import command
+
+    cfg, dm = copy.deepcopy(s["cfg"]), s["dm"]
+    module = command._make_module(cfg, s["spec"], dm.batch_size, dm.check())
+    timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, s["device"])
+    cfg["trainer"].update(max_epochs=1, limit_train_batches=s["warmup"] + s["steps"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = command._make_trainer(cfg, Path(tmp))
+        trainer.callbacks.append(lightning_timer_callback(timer))
+        with warnings_quiet():
+            trainer.fit(module, datamodule=dm)
+    return timer.images_per_s
+
+
+def run_reference_cls(s: dict[str, Any]) -> float:
+    """A bare loop as timm's train.py: same network, loader, optimiser, schedule, Mixup and loss."""
+    from timm.optim import param_groups_weight_decay
+
+    from pipeline.classification.module import NO_WEIGHT_DECAY
+    from pipeline.train import command
+
+    cfg, dm, device = s["cfg"], s["dm"], s["device"]
+    # The module only as a factory of the identical network, optimiser, schedule and losses.
+    factory = command._make_module(cfg, s["spec"], dm.batch_size, dm.check())
+    model, mixup, loss_fn = factory.net.to(device), factory.mixup_fn, factory.train_loss_fn
+    compile_opts = command.resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    if compile_opts:   # as our module does (auto = on CUDA)
+        model.compile(**(compile_opts if isinstance(compile_opts, dict) else {}))
+    wd = float(cfg["optim"].get("weight_decay", 0.05))
+    optimizer = factory._optimizer(param_groups_weight_decay(model, wd, no_weight_decay_list=NO_WEIGHT_DECAY),
+                                   float(cfg["optim"]["lr"]))
+    loader = dm.train_dataloader()
+    scheduler = factory._scheduler(optimizer, int(cfg["trainer"]["max_epochs"]), len(loader))
+    autocast = precision_context(device, cfg["trainer"]["precision"])
+    timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, device)
+    model.train()
+    updates = 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        with autocast:
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        updates += 1
+        scheduler.step_update(num_updates=updates)
+        timer.step_end()
+        if timer.done >= s["warmup"] + s["steps"]:
+            break
+    return timer.images_per_s
+
+
+@contextlib.contextmanager
+def warnings_quiet():
+    import logging
+    import warnings
+
+    from pipeline.train.command import _quiet_lightning
+
+    _quiet_lightning()
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            lightning_log.setLevel(level)
+
+
+def bench_cls(case: str, device: str, repeats: int, quick: bool, extra: list[str]) -> float:
+    s = cls_setup(case, device, quick, extra)
+    res = interleaved({"ours": lambda: run_ours_cls(s), "bare loop": lambda: run_reference_cls(s)}, repeats)
+    label = (f"cls {case} ({s['spec'].short()}, batch {s['dm'].batch_size}, {s['steps']} steps, "
+             f"{s['cfg']['trainer']['precision']})")
+    return report(label, res, "ours", "bare loop")
+
+
+# ------------------------------------------------------------------------- segmentation
+def seg_setup(device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
+    """The seg demo config, spec, classes and datasets (shared by both sides)."""
+    import pipeline.segmentation  # noqa: F401  (mmseg registrations, SpecViT)
+    from pipeline.segmentation import command
+    from pipeline.segmentation.datasets import dataset_meta, resolve_root
+
+    over = [f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--wandb.enabled=false",
+            "--trainer.precision=auto"]
+    cfg = load_config(command.DEFAULT_CONFIG, over)
+    for o in extra:   # the overrides that exist in the seg config (e.g. --model.compile=true)
+        try:
+            cfg = load_config(command.DEFAULT_CONFIG, over + [o])
+            over.append(o)
+        except ConfigError:
+            print(f"seg: ignoring {o} (not a seg config key)")
+    cfg["trainer"]["precision"] = command.resolve_precision(cfg["trainer"])
+    if hasattr(command, "_resolve_gpu_settings"):   # (absent in checkouts before the GPU settings)
+        command._resolve_gpu_settings(cfg)
+    spec = ArchSpec.load(CONFIG_DIR / "train" / "demo_default_arch.yaml")
+    meta = dataset_meta(cfg["data"]["type"])
+    warmup, steps = (5, 15 if quick else 30)
+    return dict(cfg=cfg, spec=spec, meta=meta, root=resolve_root(cfg["data"]), warmup=warmup, steps=steps,
+                device=device, batch=int(cfg["data"]["batch_size"]))
+
+
+def run_ours_seg(s: dict[str, Any]) -> float:
+    """Our SegmentationModule + SegDataModule inside the `train --task seg` Trainer setup."""
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pipeline.segmentation.datamodule import SegDataModule
+    from pipeline.segmentation.module import SegmentationModule
+
+    try:
+        from pipeline.train.progress import progress_bar
+    except ImportError:   # a checkout before the throttled bar: Lightning's default one
+        progress_bar = lambda trainer_cfg: []  # noqa: E731
+
+    cfg = copy.deepcopy(s["cfg"])
+    seed_everything(int(cfg["seed"]), verbose=False)
+    module = SegmentationModule(cfg, s["spec"].to_dict(), [str(c) for c in s["meta"]["classes"]],
+                                s["meta"]["palette"])
+    dm = SegDataModule(cfg["data"], seed=int(cfg["seed"]))
+    timer = StepTimer(s["warmup"], s["steps"], s["batch"], s["device"])
+    with tempfile.TemporaryDirectory() as tmp:
+        callbacks = [ModelCheckpoint(dirpath=tmp, filename="best", monitor="val/mIoU", mode="max", save_last=True),
+                     LearningRateMonitor(logging_interval="step"), *progress_bar(cfg["trainer"]),
+                     lightning_timer_callback(timer)]
+        trainer_cfg = dict(cfg["trainer"], max_steps=s["warmup"] + s["steps"], limit_val_batches=0,
+                           num_sanity_val_steps=0)
+        trainer = Trainer(**trainer_cfg, logger=[CSVLogger(save_dir=tmp, name="csv")], callbacks=callbacks,
+                          default_root_dir=tmp, enable_model_summary=False)
+        with warnings_quiet():
+            trainer.fit(module, datamodule=dm)
+    return timer.images_per_s
+
+
+def run_mmengine_seg(s: dict[str, Any]) -> float:
+    """mmengine's Runner with mmseg's ViT-UPerNet runtime (default_runtime + the AdamW/poly
+    schedule), training the same model config on the same dataset and pipeline."""
+    import logging
+
+    from mmengine.hooks import Hook
+    from mmengine.logging import MMLogger
+    from mmengine.runner import Runner
+
+    from pipeline.segmentation.datamodule import train_pipeline
+    from pipeline.segmentation.model import segmentor_config
+
+    cfg, d, o = s["cfg"], s["cfg"]["data"], s["cfg"]["optim"]
+    timer = StepTimer(s["warmup"], s["steps"], s["batch"], s["device"])
+
+    class _Timer(Hook):
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            timer.step_end()
+
+    model = segmentor_config(s["spec"], cfg, num_classes=len(s["meta"]["classes"]))
+    if model.get("neck") is None:
+        model.pop("neck", None)
+    dataset = dict(type=d["type"], data_root=str(s["root"]), data_prefix=dict(d["data_prefix"]["train"]),
+                   pipeline=train_pipeline(d))
+    total, warm = int(cfg["trainer"]["max_steps"]), int(o.get("warmup_iters", 0))
+    precision = cfg["trainer"]["precision"]
+    wrapper = dict(type="OptimWrapper")
+    if precision.startswith(("bf16", "16")):
+        wrapper = dict(type="AmpOptimWrapper", dtype="bfloat16" if precision.startswith("bf16") else "float16")
+    workers = int(d.get("num_workers") or 0)
+    iters = s["warmup"] + s["steps"]
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = Runner(
+            model=model, work_dir=tmp, default_scope="mmseg", randomness=dict(seed=int(cfg["seed"])),
+            train_dataloader=dict(batch_size=s["batch"], num_workers=workers, persistent_workers=workers > 0,
+                                  sampler=dict(type="InfiniteSampler", shuffle=True),
+                                  collate_fn=dict(type="pseudo_collate"), dataset=dataset),
+            optim_wrapper=dict(**wrapper, optimizer=dict(type="AdamW", lr=float(o["lr"]),
+                                                         betas=tuple(o.get("betas", (0.9, 0.999))),
+                                                         weight_decay=float(o["weight_decay"])),
+                               paramwise_cfg=dict(custom_keys={k: dict(decay_mult=0.0)
+                                                               for k in o.get("no_decay_keys") or []})),
+            param_scheduler=[dict(type="LinearLR", start_factor=float(o.get("warmup_ratio", 1e-6)), by_epoch=False,
+                                  begin=0, end=warm),
+                             dict(type="PolyLR", eta_min=float(o.get("eta_min", 0.0)), power=float(o.get("power", 1.0)),
+                                  begin=warm, end=total, by_epoch=False)],
+            train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=10 ** 9),
+            default_hooks=dict(timer=dict(type="IterTimerHook"),
+                               logger=dict(type="LoggerHook", interval=int(cfg["trainer"]["log_every_n_steps"]),
+                                           log_metric_by_epoch=False),
+                               param_scheduler=dict(type="ParamSchedulerHook"),
+                               checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=10 ** 9,
+                                               save_last=False),
+                               sampler_seed=dict(type="DistSamplerSeedHook")),
+            custom_hooks=[_Timer()], log_processor=dict(by_epoch=False), log_level="WARNING",
+            env_cfg=dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0)))
+        with warnings_quiet():
+            runner.train()
+        MMLogger.get_current_instance().setLevel(logging.WARNING)
+    return timer.images_per_s
+
+
+def bench_seg(device: str, repeats: int, quick: bool, extra: list[str]) -> float:
+    s = seg_setup(device, quick, extra)
+    res = interleaved({"ours": lambda: run_ours_seg(s), "mmengine Runner": lambda: run_mmengine_seg(s)}, repeats)
+    label = (f"seg demo (UPerNet on {s['spec'].short()}, batch {s['batch']}, {s['steps']} steps, "
+             f"{s['cfg']['trainer']['precision']})")
+    return report(label, res, "ours", "mmengine Runner")
+
+
+# --------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    ap.add_argument("--repeats", type=int, default=None, help="runs of each side (default 3, --quick 2)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--only", choices=("cls", "seg", *[f"cls-{c}" for c in CLS_CASES]), default=None)
+    ap.add_argument("overrides", nargs="*", help="config overrides for the cls cases, e.g. --model.compile=true")
+    args, unknown = ap.parse_known_args()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    repeats = args.repeats or (2 if args.quick else 3)
+    extra = list(args.overrides) + unknown
+    import pipeline
+
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, repeats: {repeats} (medians; "
+          f"ours and reference alternate); measuring {Path(pipeline.__file__).parent}", flush=True)
+    torch.manual_seed(0)
+    cases = [(f"cls {c}", lambda c=c: bench_cls(c, device, repeats, args.quick, extra))
+             for c in CLS_CASES if args.only in (None, "cls", f"cls-{c}")]
+    if args.only in (None, "seg"):
+        cases.append(("seg demo", lambda: bench_seg(device, repeats, args.quick, extra)))
+    failed = 0
+    for name, bench in cases:
+        try:
+            bench()
+        except Exception as e:   # one broken case must not hide the others' numbers
+            failed += 1
+            print(f"{name}: FAILED {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}",
+                  flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
