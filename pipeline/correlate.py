@@ -146,35 +146,31 @@ def _int(key: str, value: Any, minimum: Optional[int] = None, allow_none: bool =
     return value
 
 
-def _proxy_list(value: Any) -> list[str]:
+def _names(value: Any, what: str, empty: str) -> list[str]:
+    """A YAML list or a comma-separated string -> unique, stripped names (in order)."""
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, (list, tuple)):
-        raise UserError(f"proxies must be a list of names or a comma-separated string, got {value!r}")
+        raise UserError(f"{what}, got {value!r}")
     names: list[str] = []
     for v in value:
         v = str(v).strip()
         if v and v not in names:
             names.append(v)
     if not names:
-        raise UserError("proxies is empty; name at least one proxy")
+        raise UserError(empty)
     return names
+
+
+def _proxy_list(value: Any) -> list[str]:
+    return _names(value, "proxies must be a list of names or a comma-separated string",
+                  "proxies is empty; name at least one proxy")
 
 
 def metric_names(value: Any) -> list[str]:
     """``all``, one name, ``a,b`` or a list -> names (``["all"]`` stands for every column)."""
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)):
-        raise UserError(f"metric must be a name, a list of names or 'all', got {value!r}")
-    names: list[str] = []
-    for v in value:
-        v = str(v).strip()
-        if v and v not in names:
-            names.append(v)
-    if not names:
-        raise UserError("metric is empty; name a metric column of the ground-truth file or pass --metric=all")
-    return names
+    return _names(value, "metric must be a name, a list of names or 'all'",
+                  "metric is empty; name a metric column of the ground-truth file or pass --metric=all")
 
 
 def _budgets(value: Any) -> Optional[list[float]]:
