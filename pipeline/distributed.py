@@ -96,15 +96,3 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def check_finite_loss(loss: "torch.Tensor", step: int, fix: str) -> None:
-    """Raise FloatingPointError on every rank if the loss is not finite on any rank.
-
-    Raising on the one rank that saw it would leave the others waiting in the next gradient
-    all-reduce until the collective timeout; agreeing first costs one tiny all-reduce per step.
-    """
-    import torch
-
-    if any_rank(not bool(torch.isfinite(loss.detach()).all())):
-        raise FloatingPointError(f"training loss is not finite at step {step}; {fix}")

@@ -26,7 +26,7 @@ import pipeline.compat  # noqa: F401  (mmcv.ops stand-in before mmseg)
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
-from pipeline.distributed import check_finite_loss
+from pipeline.distributed import any_rank
 from pipeline.segmentation.model import build_segmentor, segmentor_config
 from pipeline.space.spec import ArchSpec
 
@@ -84,6 +84,8 @@ class SegmentationModule(LightningModule):
                 if part is not None:
                     part.compile(**(compile_opts if isinstance(compile_opts, dict) else {}))
         self.metric = SegIoUMetric(ignore_index=255, iou_metrics=["mIoU"])
+        self._nonfinite: Optional[torch.Tensor] = None   # device flag: a non-finite loss since the last check
+        self._checked_step = 0
         self.metric.dataset_meta = {"classes": tuple(self.classes), "palette": self.palette}
         self.last_metrics: dict[str, float] = {}
         self._examples: list[dict[str, Any]] = []
@@ -107,7 +109,8 @@ class SegmentationModule(LightningModule):
         data = self._preprocess(batch, True)
         losses = self.model(**data, mode="loss")
         loss, log_vars = self.model.parse_losses(losses)
-        check_finite_loss(loss, self.global_step, "lower --optim.lr or check the data")  # all ranks agree
+        bad = ~torch.isfinite(loss.detach())   # stays on the device: no host sync per step
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         n = len(data["data_samples"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         # mmseg's loss parts only on the steps the loggers write: each self.log costs ~1 ms of
@@ -134,7 +137,22 @@ class SegmentationModule(LightningModule):
                                        "pred": p.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8),
                                        "gt": p.gt_sem_seg.data[0].cpu().numpy().astype(np.uint8)})
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % max(1, int(self.trainer.log_every_n_steps or 1)) == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError on every rank if a loss since the last check was NaN or infinite
+        on any rank (checked at logging steps and before validation, as classification does)."""
+        flag, self._nonfinite = self._nonfinite, None
+        first, self._checked_step = self._checked_step, self.global_step
+        if any_rank(flag is not None and bool(flag)):
+            raise FloatingPointError(f"the training loss became NaN or infinite between optimiser steps "
+                                     f"{first} and {self.global_step}; lower --optim.lr or check the data")
+
     def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.check_finite()   # no checkpoint of weights a NaN step has spoilt
         self.metric.results.clear()
         self._examples = []
 
