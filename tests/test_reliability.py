@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import REPO, run_cli
 from pipeline.cli import UserError
+from pipeline.data.paths import SHIPPED_DATA_DIR
 from pipeline.space import ArchSpec, SearchSpace, SpecError
 from pipeline.utils.io import atomic_write_text
 
@@ -407,7 +408,7 @@ def test_run_killed_between_stages_and_mid_training_ends_like_an_uninterrupted_r
 # ----------------------------------------------------------------------------- segmentation, 2 processes
 def seg_data(tmp_path: Path, train: int = 8, val: int = 7) -> Path:
     """A copy of the shipped demo scenes with an odd number of validation images."""
-    src, root = REPO / "data" / "seg_demo", tmp_path / "seg"
+    src, root = SHIPPED_DATA_DIR / "seg_demo", tmp_path / "seg"
     for kind, ext in (("images", "jpg"), ("annotations", "png")):
         for split, n in (("training", train), ("validation", val)):
             (root / kind / split).mkdir(parents=True)
