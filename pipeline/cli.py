@@ -8,13 +8,16 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-COMMANDS: dict[str, tuple[str, Optional[str]]] = {
-    # name: (help, "module:function" implementing it, or None while not built yet)
-    "search": ("score candidate ViTs at initialisation (ViNTK) and write the chosen architecture",
-               "pipeline.search.command:main"),
-    "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main"),
-    "correlate": ("rank architectures with training-free proxies against a ground-truth file", "pipeline.correlate:main"),
-    "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run:main"),
+COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
+    # name: (help, "module:function" running it, "module:function" parsing its arguments first).
+    # The parsers import no torch or Lightning, so a bad option is refused in a fraction of a second;
+    # a command without one parses inside its runner (train: LightningCLI needs Lightning).
+    "search": ("score candidate ViTs at initialisation (vintk_flops) and write the chosen architecture",
+               "pipeline.search.command:run", "pipeline.search.settings:parse_config"),
+    "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main", None),
+    "correlate": ("rank architectures with training-free proxies against a ground-truth file",
+                  "pipeline.correlate:main", None),
+    "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run:main", None),
 }
 
 
@@ -29,12 +32,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Every config value can be overridden as --section.key=value (how W&B sweep agents pass "
                "parameters). Run 'python -m pipeline COMMAND --help' for a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, _) in COMMANDS.items():
+    for name, (help_text, _, _) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
 
-def _resolve(target: str) -> Callable[[list[str]], int]:
+def _resolve(target: str) -> Callable:
     import importlib
 
     module, func = target.split(":")
@@ -50,16 +53,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    target = COMMANDS[name][1]
-    if target is None:
-        print(f"error: 'python -m pipeline {name}' is not implemented yet; see the open issues.",
-              file=sys.stderr)
-        return 2
-    from pipeline.config import ConfigError
-    from pipeline.space.spec import SpecError
-
+    _, target, parse = COMMANDS[name]
     try:
+        if parse is not None:
+            cfg = _resolve(parse)(rest)   # before the runner's module (and torch) is imported
+            return _resolve(target)(cfg) or 0
         return _resolve(target)(rest) or 0
-    except (UserError, ConfigError, SpecError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (one line, exit 2). SpecError counts once its module is
+    loaded (importing it here would import torch before the first option is checked)."""
+    from pipeline.config import ConfigError
+
+    spec = sys.modules.get("pipeline.space.spec")
+    return (UserError, ConfigError) + ((spec.SpecError,) if spec is not None else ())

@@ -8,9 +8,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
 
 from pipeline.cli import UserError
+
+
+@dataclass
+class WandbSettings:
+    """Weights & Biases logging of a command.
+
+    Args:
+        enabled: log to W&B at all (false is the same as mode=disabled).
+        mode: auto = online when logged in (`wandb login`, WANDB_API_KEY), else offline into the
+            run folder; offline | online | disabled. An explicit WANDB_MODE wins.
+        project: the W&B project.
+        group: the W&B group (``pipeline run`` puts its stages in one).
+    """
+
+    enabled: bool = True
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+    project: str = "pipeline"
+    group: Optional[str] = None
 
 
 def _configured_host() -> str:

@@ -1,5 +1,5 @@
 """Training-free proxies: the empirical NTK engine, ViNTK, LGA and baselines, in one registry."""
-from pipeline.proxies.registry import (InvalidScore, ProxyScore, available_proxies, compute_proxy, get_proxy,
+from pipeline.proxies.registry import (InvalidScore, ProxyScore, available_proxies, check_options, compute_proxy, get_proxy,
                                        register)
 
-__all__ = ["InvalidScore", "ProxyScore", "available_proxies", "compute_proxy", "get_proxy", "register"]
+__all__ = ["InvalidScore", "ProxyScore", "available_proxies", "check_options", "compute_proxy", "get_proxy", "register"]

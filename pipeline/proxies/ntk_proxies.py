@@ -73,17 +73,17 @@ def _minimal_training(model: torch.nn.Module, images: torch.Tensor, labels: torc
 _NTK_DEFAULTS = dict(reduction="sum", params="weights", train_mode=False, max_chunk_elems=32 * 2 ** 20)
 
 
-@register("ntk_cond", higher_is_better=False, description="NTK condition number (TE-NAS)", **_NTK_DEFAULTS)
+@register("ntk_cond", higher_is_better=False, description="NTK condition number (TE-NAS)", forwards=kernel, **_NTK_DEFAULTS)
 def ntk_cond(spec, images, labels, *, seed, device, **opts) -> float:
     return condition_number(eigenvalues(kernel(spec, images, labels, seed=seed, device=device, **opts)))
 
 
-@register("ntk_trace", higher_is_better=True, description="NTK trace", **_NTK_DEFAULTS)
+@register("ntk_trace", higher_is_better=True, description="NTK trace", forwards=kernel, **_NTK_DEFAULTS)
 def ntk_trace(spec, images, labels, *, seed, device, **opts) -> float:
     return float(torch.trace(kernel(spec, images, labels, seed=seed, device=device, **opts)))
 
 
-@register("ntk_fro", higher_is_better=True, description="NTK Frobenius norm", **_NTK_DEFAULTS)
+@register("ntk_fro", higher_is_better=True, description="NTK Frobenius norm", forwards=kernel, **_NTK_DEFAULTS)
 def ntk_fro(spec, images, labels, *, seed, device, **opts) -> float:
     return float(torch.linalg.matrix_norm(kernel(spec, images, labels, seed=seed, device=device, **opts)))
 
@@ -105,7 +105,7 @@ def label_gradient_alignment(theta: torch.Tensor, labels: torch.Tensor) -> float
     return float((t * l).sum() / denom)
 
 
-@register("lga", higher_is_better=True, description="label-gradient alignment (Mok et al., CVPR 2022)",
+@register("lga", higher_is_better=True, description="label-gradient alignment (Mok et al., CVPR 2022)", forwards=kernel,
           train_steps=0, train_lr=1e-3, **_NTK_DEFAULTS)
 def lga(spec, images, labels, *, seed, device, **opts) -> float:
     return label_gradient_alignment(kernel(spec, images, labels, seed=seed, device=device, **opts), labels)
@@ -125,7 +125,8 @@ def vintk_score(theta: torch.Tensor, n_views: int, statistic_name: str = "cond",
     n = theta.shape[0] // n_views
     w = list(weights) if weights is not None else [1.0] * n_views
     if len(w) != n_views:
-        raise ValueError(f"{len(w)} weights for {n_views} views")
+        raise ValueError(f"proxy option weights has {len(w)} values for {n_views} views; give one weight "
+                         "per view, or weights: null")
     blocks = [theta[v * n:(v + 1) * n, v * n:(v + 1) * n] for v in range(n_views)]
     if combine == "stacked":
         return statistic(eigenvalues(theta), statistic_name)
@@ -138,15 +139,18 @@ def vintk_score(theta: torch.Tensor, n_views: int, statistic_name: str = "cond",
 
 # Chosen by the ablation in docs/proxies.md (table: docs/vintk_ablation_table.md) (200 AutoFormer-T architectures): an
 # Adam-like per-tensor normalised kernel of the weights on the images and their top frequency
-# band (weight 1/2), scored by its mean log eigenvalue.
-VINTK_DEFAULTS = dict(views=["identity", "band2of3"], statistic="logdet", combine="sum", weights=[1.0, 0.5],
+# band (weight 1/2), scored by its mean log eigenvalue. ``weights: null`` is that rule for any list of
+# views (1 for the identity view, 1/2 for each Fourier view), so overriding ``views`` alone works.
+VINTK_DEFAULTS = dict(views=["identity", "band2of3"], statistic="logdet", combine="sum", weights=None,
                       reduction="sum", params="weights", normalize=True, train_mode=False,
                       max_chunk_elems=32 * 2 ** 20)
 
 
 @register("vintk", higher_is_better=True,
-          description="ViNTK: NTK over Fourier views of the probe (oriented statistic)", **VINTK_DEFAULTS)
+          description="ViNTK: NTK over Fourier views of the probe (oriented statistic)", forwards=kernel, **VINTK_DEFAULTS)
 def vintk(spec, images, labels, *, seed, device, views, statistic, combine, weights, **opts) -> float:
+    if weights is None:
+        weights = [1.0 if v == "identity" else 0.5 for v in views]
     theta = kernel(spec, images, labels, seed=seed, device=device, views=views, **opts)
     return vintk_score(theta, len(views), statistic, combine, weights)
 
@@ -177,7 +181,7 @@ def seed_averaged_statistic(spec: ArchSpec, images: torch.Tensor, labels: torch.
 
 
 @register("vintk_flops", higher_is_better=True,
-          description="size-aware ViNTK: mean log eigenvalue of the Adam-normalised NTK (2 inits) + log FLOPs",
+          description="size-aware ViNTK: mean log eigenvalue of the Adam-normalised NTK (2 inits) + log FLOPs", forwards=kernel,
           **VINTK_FLOPS_DEFAULTS)
 def vintk_flops(spec, images, labels, *, seed, device, flops_weight, **opts) -> float:
     from pipeline.models.complexity import count_flops

@@ -26,6 +26,7 @@ class ProxyInfo:
     higher_is_better: bool
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    forwards: Optional[Callable[..., Any]] = None  # where ``fn`` passes its ``**options`` on to
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,15 @@ class InvalidScore(RuntimeError):
 REGISTRY: dict[str, ProxyInfo] = {}
 
 
-def register(name: str, higher_is_better: bool, description: str = "",
+def register(name: str, higher_is_better: bool, description: str = "", forwards: Optional[Callable[..., Any]] = None,
              **defaults: Any) -> Callable[[ProxyFn], ProxyFn]:
+    """Register ``fn`` as proxy ``name``; ``defaults`` are its options, ``forwards`` the function that
+    receives the options ``fn`` does not name itself (they are accepted too)."""
     def wrap(fn: ProxyFn) -> ProxyFn:
         if name in REGISTRY:
             raise ValueError(f"proxy {name!r} registered twice")
         REGISTRY[name] = ProxyInfo(name, fn, higher_is_better, description or (fn.__doc__ or "").strip().split("\n")[0],
-                                   dict(defaults))
+                                   dict(defaults), forwards)
         return fn
     return wrap
 
@@ -69,6 +72,27 @@ def get_proxy(name: str) -> ProxyInfo:
     if name not in REGISTRY:
         raise KeyError(f"unknown proxy {name!r}; available: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def accepted_options(name: str) -> set[str]:
+    """Option names proxy ``name`` takes: its registered defaults and its keyword parameters."""
+    import inspect
+
+    info = get_proxy(name)
+    named: set[str] = set(info.defaults)
+    for fn in (info.fn, info.forwards):
+        if fn is not None:
+            named |= {p.name for p in inspect.signature(fn).parameters.values()
+                      if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return named - {"spec", "images", "labels", "seed", "device"}
+
+
+def check_options(name: str, options: Optional[dict[str, Any]]) -> None:
+    """Refuse option names the proxy does not take (a typo would otherwise fail every candidate)."""
+    unknown = sorted(set(options or {}) - accepted_options(name))
+    if unknown:
+        raise ValueError(f"proxy {name!r} does not take the option(s) {unknown}; it takes: "
+                         f"{', '.join(sorted(accepted_options(name)))}")
 
 
 def available_proxies() -> list[str]:

@@ -1,42 +1,28 @@
-"""``python -m pipeline search``: run :class:`ArchitectureSearch` under a Lightning Trainer."""
+"""``python -m pipeline search``: run :class:`ArchitectureSearch` under a Lightning Trainer.
+
+The options are typed dataclasses parsed by jsonargparse (``--help`` lists them); everything
+that can be checked -- types, the space, the limits, the proxy and its options (by scoring one
+candidate), the probe, the output folder -- is checked before the first generation.
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, find_config, load_config, pop_option, save_config
+from pipeline.config import make_trainer, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.distributed import is_rank_zero
-from pipeline.proxies import available_proxies, get_proxy
+from pipeline.proxies import check_options, compute_proxy, get_proxy
 from pipeline.search.callback import ArchitectureSearch, check_probe_labels
+from pipeline.search.settings import parse_config
 from pipeline.space import Limits, SearchSpace
 from pipeline.tracking import wandb_logger
-
-DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
-
-HELP = f"""usage: python -m pipeline search [--config FILE] [--section.key=value ...]
-
-Score candidate ViTs of a search space at initialisation with a training-free proxy (ViNTK by
-default), under params/FLOPs limits, with an evolutionary or random strategy, and write the
-chosen architecture to <out_dir>/<run_name>/arch.yaml (the file `train` reads).
-
-  --config FILE   search config file, or a shipped one by name (default: demo, i.e.
-                  {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)}; also autoformer_tiny, autoformer_small,
-                  autoformer_base, pit_tiny)
-  --KEY=VALUE     override any config value, e.g. --strategy.name=random --limits.max_params=6
-                  --proxy.name=ntk_cond --trainer.devices=2 --wandb.mode=disabled
-
-Outputs: arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml,
-pareto.png, convergence.png. Rerunning the same command continues an interrupted search.
-Proxies: {', '.join(available_proxies())}
-"""
-
 
 class _NothingToTrain(LightningModule):
     """Lets a Trainer run the search callback's setup hook without training anything."""
@@ -63,24 +49,41 @@ def make_probe(cfg: dict[str, Any], space: SearchSpace):
     p = cfg["probe"]
     size = p.get("image_size") or space.fixed.get("img_size", 224)
     source = p["source"]
-    if source in ("photos", "demo"):
-        return probe_batch(int(p["n"]), image_size=int(size), seed=int(p["seed"]), source=source)
     if source == "folder":
         from pipeline.data.probe import folder_probe_batch
 
         if not p.get("root"):
             raise UserError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
         return folder_probe_batch(p["root"], int(p["n"]), image_size=int(size), seed=int(p["seed"]))
-    raise UserError(f"probe.source={source!r} is unknown; use photos, demo or folder")
+    return probe_batch(int(p["n"]), image_size=int(size), seed=int(p["seed"]), source=source)
+
+
+def check_proxy(cfg: dict[str, Any], space: SearchSpace, probe) -> None:
+    """The proxy exists, takes the given options, and scores the space's smallest network with them.
+
+    A setting the proxy rejects (e.g. two ViNTK ``weights`` for one view) would otherwise fail
+    every candidate of a long search; scoring one candidate first turns it into one line now.
+    """
+    name, options = cfg["proxy"]["name"], cfg["proxy"].get("options") or {}
+    try:
+        get_proxy(name)
+        check_options(name, options)
+    except KeyError as e:
+        raise UserError(f"--proxy.name: {str(e).strip(chr(34) + chr(39))}") from None
+    except ValueError as e:
+        raise UserError(f"--proxy.options: {e}") from None
+    spec = space.extreme_spec(False)
+    images, labels = probe
+    try:
+        compute_proxy(name, spec, images, labels, seed=int(cfg["proxy"]["init_seed"]), options=options)
+    except Exception as e:  # noqa: BLE001 -- any failure here would repeat on every candidate
+        raise UserError(f"--proxy.options={options}: proxy {name!r} fails on the space's smallest network "
+                        f"({type(e).__name__}: {e}); fix the options") from None
 
 
 def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     """Validate everything that can be checked before any work, then make the callback."""
     space = SearchSpace.load(cfg["space"])
-    try:
-        get_proxy(cfg["proxy"]["name"])
-    except KeyError as e:
-        raise UserError(str(e).strip("'\"")) from None
     limits = Limits.from_dict(cfg.get("limits"))
     space.check_limits(limits)
     try:
@@ -88,13 +91,12 @@ def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
         check_probe_labels(probe[1], space)
     except (DataError, ValueError) as e:
         raise UserError(str(e)) from None
+    check_proxy(cfg, space, probe)
     strategy = cfg["strategy"]["name"]
-    if strategy not in ("evolution", "random"):
-        raise UserError(f"strategy.name={strategy!r} is unknown; use evolution or random")
     out = Path(cfg["out_dir"]) / cfg["run_name"]
     search = ArchitectureSearch(space, out, probe, proxy=cfg["proxy"]["name"],
                                 proxy_options=cfg["proxy"].get("options") or {}, strategy=strategy,
-                                strategy_options=cfg["strategy"].get(strategy) or {}, limits=limits,
+                                strategy_options=cfg["strategy"][strategy], limits=limits,
                                 seed=int(cfg["seed"]), init_seed=int(cfg["proxy"].get("init_seed", 0)))
     return search, out
 
@@ -121,18 +123,18 @@ def check_resumable(cfg: dict[str, Any], out: Path) -> None:
                         "there would mix incomparable scores. Use another --run_name, or delete the folder")
 
 
-def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
-    config_path, argv = pop_option(argv, "--config", DEFAULT_CONFIG)
-    cfg = load_config(find_config(config_path, "search"), argv)
+def main(argv: Sequence[str]) -> int:
+    return run(parse_config(argv))
+
+
+def run(cfg: dict[str, Any]) -> int:
+    """Search with a config from :func:`pipeline.search.settings.parse_config`."""
     search, out = build_search(cfg)
     if is_rank_zero():   # rank 0 owns the output folder; the callback hands its resume log to the others
         check_resumable(cfg, out)
     logger = wandb_logger(cfg, out, job_type="search")
-    trainer = Trainer(**cfg["trainer"], max_epochs=0, logger=logger, callbacks=[search],
-                      enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out))
+    trainer = make_trainer(cfg, out, max_epochs=0, logger=logger, callbacks=[search], enable_checkpointing=False,
+                           enable_model_summary=False, default_root_dir=str(out))
     if trainer.global_rank == 0:
         save_config(cfg, out / "config.yaml")
     trainer.fit(_NothingToTrain())

@@ -1,0 +1,155 @@
+"""The search's options: typed dataclasses that jsonargparse turns into ``--section.key`` options.
+
+Kept free of torch and Lightning imports, so a mistyped option is refused in a fraction of a
+second, before the search imports anything heavy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Sequence
+
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
+
+from pipeline.config import (CONFIG_DIR, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
+                             expand_run_name, parse, shipped_configs)
+
+DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
+
+
+@dataclass
+class ProxySettings:
+    """The training-free proxy that scores candidates.
+
+    Args:
+        name: a registered proxy; vintk_flops is the default chosen on the dev tune halves
+            (docs/proxies.md), vintk the ViNTK reconstruction.
+        init_seed: seeds every candidate's initialisation.
+        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]};
+            names the proxy does not take are refused.
+    """
+
+    name: str = "vintk_flops"
+    init_seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProbeSettings:
+    """The probe batch every candidate is scored on.
+
+    Args:
+        source: photos (shipped natural photos), demo (Fashion-MNIST) or folder (root/train/<class>/*).
+        root: the ImageNet-style dataset root for source=folder.
+        n: probe images (each ViNTK view adds this many samples).
+        image_size: null = the space's image size.
+        seed: which images are drawn.
+    """
+
+    source: Literal["photos", "demo", "folder"] = "photos"
+    root: Optional[str] = None
+    n: PositiveInt = 8
+    image_size: Optional[PositiveInt] = None
+    seed: int = 0
+
+
+@dataclass
+class EvolutionSettings:
+    """AutoFormer's evolutionary schedule: population x generations candidates.
+
+    Args:
+        population: candidates per generation.
+        generations: generations.
+        parents: the best candidates so far that mutate and cross over.
+        mutations: mutated children per generation.
+        crossovers: crossed-over children per generation.
+        layer_prob: probability of mutating each per-layer choice.
+        global_prob: probability of mutating each global choice (depth, width).
+    """
+
+    population: PositiveInt = 50
+    generations: PositiveInt = 20
+    parents: PositiveInt = 10
+    mutations: NonNegativeInt = 25
+    crossovers: NonNegativeInt = 25
+    layer_prob: ClosedUnitInterval = 0.2
+    global_prob: ClosedUnitInterval = 0.4
+
+
+@dataclass
+class RandomSettings:
+    """TF-TAS-style random sampling.
+
+    Args:
+        samples: architectures drawn within the limits and scored.
+    """
+
+    samples: PositiveInt = 1000
+
+
+@dataclass
+class StrategySettings:
+    """How candidates are proposed.
+
+    Args:
+        name: evolution or random; the section of that name holds its settings.
+        evolution: the evolution's settings.
+        random: random sampling's settings.
+    """
+
+    name: Literal["evolution", "random"] = "evolution"
+    evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
+    random: RandomSettings = field(default_factory=RandomSettings)
+
+
+@dataclass
+class LimitSettings:
+    """Inclusive params / FLOPs window in millions (FLOPs = multiply-adds); null = unbounded.
+
+    Args:
+        min_params: smallest parameter count (millions).
+        max_params: largest parameter count (millions).
+        min_flops: fewest multiply-adds per image (millions).
+        max_flops: most multiply-adds per image (millions).
+    """
+
+    min_params: Optional[NonNegativeFloat] = None
+    max_params: Optional[NonNegativeFloat] = None
+    min_flops: Optional[NonNegativeFloat] = None
+    max_flops: Optional[NonNegativeFloat] = None
+
+
+def make_parser():
+    """The search's typed options; ``--help`` prints them with types and defaults."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="python -m pipeline search", exit_on_error=False,
+        description="Score candidate ViTs of a search space at initialisation with a training-free proxy "
+                    "(vintk_flops by default), under params/FLOPs limits, with an evolutionary or random "
+                    "strategy, and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
+                    "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
+                    "arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml, "
+                    "pareto.png, convergence.png. Every option can be given as --section.key=value. Shipped "
+                    f"configs (--config NAME): {', '.join(shipped_configs('search'))}; default: demo. "
+                    "Proxies: docs/proxies.md.")
+    parser.add_argument("--config", action=ActionConfigFile, help="a search config file or a shipped config's name")
+    parser.add_argument("--run_name", type=str, default="search", help="outputs go to <out_dir>/<run_name>/")
+    parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the strategy: same config + seed = same pick")
+    parser.add_argument("--space", type=str, default="demo", help="a preset of configs/spaces/ or a space YAML")
+    parser.add_argument("--limits", type=LimitSettings, default=LimitSettings())
+    parser.add_argument("--proxy", type=ProxySettings, default=ProxySettings())
+    parser.add_argument("--probe", type=ProbeSettings, default=ProbeSettings())
+    parser.add_argument("--strategy", type=StrategySettings, default=StrategySettings())
+    parser.add_argument("--trainer", type=DeviceSettings, default=DeviceSettings(),
+                        help="the devices the candidates are scored on (ranks split every generation)")
+    add_wandb_arguments(parser)
+    return parser
+
+
+def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved search config from argv: typed, the shipped demo config when no --config."""
+    parser = make_parser()
+    cfg = expand_run_name(as_plain(parser, parse(parser, argv, "search", DEFAULT_CONFIG)))
+    check_run_name(cfg["run_name"])
+    return cfg
