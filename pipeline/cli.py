@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
                "pipeline.search.command:run", "pipeline.search.settings:parse_config"),
     "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main", None),
     "correlate": ("rank architectures with training-free proxies against a ground-truth file",
-                  "pipeline.correlate:main", None),
+                  "pipeline.correlate.command:run", "pipeline.correlate.settings:parse_config"),
     "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run:main", None),
 }
 

@@ -260,7 +260,7 @@ def test_regret_equals_brute_force(full_run):
 
 
 def test_top_pick_ties_and_budget():
-    from pipeline.correlate import top_pick
+    from pipeline.correlate.command import top_pick
 
     score = np.array([3.0, 5.0, 5.0, np.nan, 9.0])
     truth = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
@@ -347,12 +347,14 @@ def test_fresh_and_bad_inputs_in_process(ground_truth, tmp_path, capsys):
     assert "proxy_options.dss.variant='paper'" in err and "'released', 'intended'" in err
 
     assert _main(*args, "--no_such_key=1") == 2
-    assert "unknown config key" in capsys.readouterr().err
+    assert "unknown option(s) --no_such_key=1" in capsys.readouterr().err
 
-    assert _main("correlate", "--help") == 0
+    with pytest.raises(SystemExit) as done:
+        _main("correlate", "--help")
+    assert done.value.code == 0
     usage = capsys.readouterr().out
-    for key in ("ground_truth", "metric", "proxies", "proxy_options", "probe", "limit", "bands", "output_dir",
-                "fresh"):
+    for key in ("--ground_truth", "--metric", "--proxies", "--proxy_options", "--probe.n", "--limit", "--bands",
+                "--output_dir", "--fresh", "PositiveInt", "default: 5"):
         assert key in usage
 
 
@@ -398,10 +400,13 @@ def test_failing_proxy_is_recorded_then_retried(ground_truth, tmp_path, capsys):
     out = tmp_path / "errors"
     args = ["correlate", f"--ground_truth={ground_truth}", "--probe.source=demo", "--probe.n=4",
             "--proxies=params,ntk_cond", f"--output_dir={out}", "--threads=1", "--limit=4"]
-    # an option the proxy rejects at call time: recorded as an error row, and the run stops after 3
+    # an option name the proxy does not take is refused before any scoring
     assert _main(*args, "--proxy_options={ntk_cond: {no_such_option: 1}}") == 2
+    assert "no_such_option" in capsys.readouterr().err and not out.exists()
+    # a value the proxy rejects at call time: recorded as an error row, and the run stops after 3
+    assert _main(*args, "--proxy_options={ntk_cond: {views: [no_such_view]}}") == 2
     err = capsys.readouterr().err
-    assert "ntk_cond" in err and "no_such_option" in err and "--retry_errors=true" in err
+    assert "ntk_cond" in err and "no_such_view" in err and "--retry_errors=true" in err
     rows = _scores(out)
     failed = [r for r in rows if r["proxy"] == "ntk_cond"]
     assert len(failed) == 3 and all(r["valid"] == "0" and r["reason"].startswith("error: ") for r in failed)
@@ -453,7 +458,7 @@ def test_split_halves_are_disjoint_and_cover_the_file(ground_truth, tmp_path, ca
 
 @pytest.mark.parametrize("name", ["autoformer_tiny_ood_vit_nas.json", "vitbench101_autoformer_tiny_kd.jsonl"])
 def test_committed_dev_splits(name, benchmark_path):
-    from pipeline.correlate import REPO_ROOT, SPLIT_DIR
+    from pipeline.correlate.settings import REPO_ROOT, SPLIT_DIR
     from pipeline.groundtruth import load_ground_truth, load_split, make_split
 
     gt = benchmark_path.parent / name
@@ -485,6 +490,37 @@ def test_bad_metric_override_and_missing_split(ground_truth, tmp_path, capsys):
         message = capsys.readouterr().err
         assert all(w in message for w in words), (extra, message)
         assert not out.exists()  # refused before any work
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("--limit=0", ["--limit:", "PositiveInt", "'0'"]),
+    ("--probe.n=many", ["--probe.n:", "PositiveInt"]),
+    ("--top_fraction=1.5", ["--top_fraction:"]),
+    ("--split=half", ["--split:", "tune"]),
+    ("--budgets=[5, -1]", ["--budgets:"]),
+    ("--limt=3", ["unknown option(s) --limt=3"]),
+    ("--probe.source=folder", ["--probe.source=folder needs --probe.root"]),
+    ("--proxies=params,no_such_proxy", ["--proxies:", "no_such_proxy", "available proxies"]),
+    ("--proxy_options={params: {bogus: 1}}", ["--proxy_options.params", "bogus"]),
+    ("--device=tpu:9", ["device 'tpu:9'"]),
+])
+def test_bad_options_exit_2_with_one_line_and_write_nothing(ground_truth, tmp_path, capsys, extra, words):
+    out = tmp_path / "out"
+    assert _main(*_bad_input_args(ground_truth, out, extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_default_config_is_the_built_in_defaults():
+    """configs/correlate/default.yaml documents the defaults; it must not drift from the code's."""
+    import yaml
+
+    from pipeline.config import as_plain
+    from pipeline.correlate.settings import DEFAULT_CONFIG, make_parser
+
+    parser = make_parser()
+    assert yaml.safe_load(DEFAULT_CONFIG.read_text()) == as_plain(parser, parser.get_defaults())
 
 
 def test_missing_split_subprocess(ground_truth, tmp_path):

@@ -40,7 +40,7 @@ def test_config_by_shipped_name_path_or_user_file(tmp_path, monkeypatch):
     assert find_config("configs/search/autoformer_tiny.yaml", "search") == shipped
     assert resolve_path("configs/train/demo_default_arch.yaml") == CONFIG_DIR / "train" / "demo_default_arch.yaml"
     assert resolve_path("data/imagenet") == Path("data/imagenet")  # only configs/... fall back to the package
-    from pipeline.correlate import resolve_input  # correlate's inputs (e.g. committed splits) likewise
+    from pipeline.correlate.settings import resolve_input  # correlate's inputs (e.g. committed splits) likewise
 
     assert resolve_input("configs/correlate/default.yaml", "config") == (CONFIG_DIR / "correlate" / "default.yaml").resolve()
     # a user's file wins over the shipped one of the same path and over a shipped name

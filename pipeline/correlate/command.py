@@ -33,7 +33,6 @@ Invalid scores (a singular kernel, a non-finite value, a proxy that raised) are 
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
 import os
@@ -46,39 +45,19 @@ from typing import Any, Literal, Optional, Sequence, get_args, get_origin, get_t
 import yaml
 
 from pipeline.cli import UserError
-from pipeline.config import CONFIG_DIR, find_config, load_config, resolve_path, save_config
+from pipeline.config import save_config
+from pipeline.correlate.settings import names, parse_config
 from pipeline.utils.io import atomic_write, atomic_write_text
 
-# A clone's root: the default config names the dev benchmark relative to it (../shared/...).
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = CONFIG_DIR / "correlate" / "default.yaml"
 SCORES_NAME = "scores.csv"
 CONFIG_NAME = "config.yaml"
 BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m"]
 ERROR_PREFIX = "error: "
 # Settings whose change makes earlier scores incomparable (checked before resuming).
 SCORING_KEYS = ("metric", "space", "probe", "model_seed", "arch_overrides")
-SPLIT_DIR = Path("configs") / "correlate" / "splits"  # committed halves, <ground-truth file stem>.json
 ABORT_AFTER = 3  # a proxy that raises on its first this-many architectures stops the run
 
-USAGE = """\
-usage: python -m pipeline correlate [--config FILE] [--KEY=VALUE | --SECTION.KEY=VALUE ...]
-
-Score the architectures of a ground-truth file with training-free proxies and report, per metric
-column and proxy, Kendall tau, Spearman rho, tau within parameter-count bands (size-weighted mean
-of the per-band taus), top-10% precision, and the regret of the proxy's top pick under params
-budgets. Results go to OUTPUT_DIR: config.yaml, scores.csv (appended after every score; rerunning
-resumes and never recomputes a pair), summary.csv, summary.md, regret.csv and scatter_<proxy>.png.
-
-  --config FILE   YAML config (default: configs/correlate/default.yaml)
-  --limit N       shorthand override of the top-level key 'limit' (likewise --seed S, --fresh=true)
-
-Config keys (the default config, with its documentation):
-
-"""
-
-
-# ----------------------------------------------------------------------------- config
+# ----------------------------------------------------------------------------- plan
 
 
 @dataclass
@@ -105,85 +84,6 @@ class Plan:
         return BASE_COLUMNS + list(self.metrics)
 
 
-def _split_args(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
-    config, rest, i = None, [], 0
-    argv = list(argv)
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--config":
-            if i + 1 >= len(argv):
-                raise UserError("--config needs a file path: --config FILE")
-            config, i = argv[i + 1], i + 2
-            continue
-        if arg.startswith("--config="):
-            config = arg.partition("=")[2]
-        else:
-            rest.append(arg)
-        i += 1
-    return config, rest
-
-
-def resolve_input(path: str | Path, what: str) -> Path:
-    """A relative path is looked up in the current directory, then among the shipped configs
-    (``configs/...``), then in the repository root."""
-    p = Path(str(path)).expanduser()
-    candidates = [p] if p.is_absolute() else list(dict.fromkeys(
-        [Path.cwd() / p, resolve_path(p).absolute(), REPO_ROOT / p]))
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    raise UserError(f"{what} {str(path)!r} does not exist (looked for {' and '.join(str(c) for c in candidates)})")
-
-
-def _int(key: str, value: Any, minimum: Optional[int] = None, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-        raise UserError(f"{key} must be an integer{' or null' if allow_none else ''}, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise UserError(f"{key} must be >= {minimum}, got {value}")
-    return value
-
-
-def _names(value: Any, what: str, empty: str) -> list[str]:
-    """A YAML list or a comma-separated string -> unique, stripped names (in order)."""
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)):
-        raise UserError(f"{what}, got {value!r}")
-    names: list[str] = []
-    for v in value:
-        v = str(v).strip()
-        if v and v not in names:
-            names.append(v)
-    if not names:
-        raise UserError(empty)
-    return names
-
-
-def _proxy_list(value: Any) -> list[str]:
-    return _names(value, "proxies must be a list of names or a comma-separated string",
-                  "proxies is empty; name at least one proxy")
-
-
-def metric_names(value: Any) -> list[str]:
-    """``all``, one name, ``a,b`` or a list -> names (``["all"]`` stands for every column)."""
-    return _names(value, "metric must be a name, a list of names or 'all'",
-                  "metric is empty; name a metric column of the ground-truth file or pass --metric=all")
-
-
-def _budgets(value: Any) -> Optional[list[float]]:
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)):
-        value = [value]
-    if not value or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0 for b in value):
-        raise UserError(f"budgets must be null or a list of positive parameter counts in millions, e.g. "
-                        f"[5.8, 6.2], got {value!r}")
-    return sorted({float(b) for b in value})
-
-
 def default_budgets(params_m: Sequence[float]) -> list[float]:
     """The 25/50/75/100 % quantiles of the parameter counts, rounded *up* to 0.01 M so that each
     budget admits the architecture at its quantile (and the last one every architecture)."""
@@ -195,48 +95,16 @@ def default_budgets(params_m: Sequence[float]) -> list[float]:
     return sorted({math.ceil(round(q * 100, 6)) / 100 for q in qs})
 
 
-def _split_file(cfg: dict[str, Any], gt_path: Path) -> Optional[Path]:
-    """The split file for ``split: tune|test``: ``split_file`` or the committed one of this file."""
-    split = cfg.get("split", "all")
-    from pipeline.groundtruth import SPLITS
+def check_proxy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Option names the proxy takes (registry), and values within an option's ``Literal`` choices."""
+    from pipeline.proxies import check_options, get_proxy
 
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if split == "all":
-        return None
-    given = cfg.get("split_file")
-    name = given or SPLIT_DIR / f"{gt_path.stem}.json"
     try:
-        return resolve_input(name, "split file")
-    except UserError:
-        if given:
-            raise
-    raise UserError(f"split={split} needs the fixed halves of {gt_path.name}, and there is no {name}; make them "
-                    f"once with python -c \"from pipeline.groundtruth import write_split; write_split('{gt_path}', "
-                    f"'{name}')\" (pipeline.groundtruth.make_split), commit that file, or pass --split_file=FILE")
-
-
-def _check_options(name: str, info: Any, options: Any) -> dict[str, Any]:
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise UserError(f"proxy_options.{name} must be a mapping of option: value, got {options!r}")
+        check_options(name, options)
+    except ValueError as e:
+        raise UserError(f"--proxy_options.{name}: {e}") from None
     try:
-        sig = inspect.signature(info.fn)
-    except (TypeError, ValueError):
-        return dict(options)
-    params = list(sig.parameters.values())
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(options)
-    allowed = {p.name for p in params[3:] if p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                        inspect.Parameter.POSITIONAL_OR_KEYWORD)}
-    allowed = (allowed | set(info.defaults)) - {"seed", "device"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise UserError(f"unknown option(s) {unknown} for proxy {name!r}; it accepts: {sorted(allowed) or 'none'}"
-                        + (f" (defaults {info.defaults})" if info.defaults else ""))
-    try:  # an option annotated Literal[...] takes only those values
-        hints = get_type_hints(info.fn)
+        hints = get_type_hints(get_proxy(name).fn)
     except (NameError, TypeError):
         hints = {}
     for key, value in options.items():
@@ -266,59 +134,24 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     from pipeline.groundtruth import load_ground_truth, load_split, override_specs, select_half
 
     cfg = dict(cfg)
-    if not cfg.get("ground_truth"):
-        raise UserError("ground_truth is not set; pass --ground_truth=PATH")
-    gt_path = resolve_input(cfg["ground_truth"], "ground-truth file")
-    cfg["ground_truth"] = str(gt_path)
-    metrics = metric_names(cfg.get("metric"))
-    split_path = _split_file(cfg, gt_path)
-    if split_path is not None:
-        cfg["split_file"] = str(split_path)
-    overrides = cfg.get("arch_overrides") or {}
-    if not isinstance(overrides, dict):
-        raise UserError(f"arch_overrides must be a mapping of spec field: value, e.g. {{global_pool: avg}}, "
-                        f"got {overrides!r}")
-    cfg["arch_overrides"] = overrides
-    budgets = _budgets(cfg.get("budgets"))
-    proxies = _proxy_list(cfg.get("proxies"))
-    cfg["proxies"] = proxies
-    limit = _int("limit", cfg.get("limit"), 1, allow_none=True)
-    seed = _int("seed", cfg.get("seed", 0))
-    cfg["bands"] = _int("bands", cfg.get("bands"), 1)
-    cfg["model_seed"] = _int("model_seed", cfg.get("model_seed", 0))
-    cfg["threads"] = _int("threads", cfg.get("threads"), 1, allow_none=True)
-    frac = cfg.get("top_fraction")
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
-        raise UserError(f"top_fraction must be a number in (0, 1], got {frac!r}")
-    probe = dict(cfg.get("probe") or {})
-    from pipeline.data.probe import SOURCES
+    gt_path = Path(cfg["ground_truth"])
+    split_path = Path(cfg["split_file"]) if cfg["split"] != "all" else None
+    metrics, proxies, overrides = cfg["metric"], cfg["proxies"], cfg["arch_overrides"]
 
-    if probe.get("source") not in (*SOURCES, "folder"):
-        raise UserError(f"probe.source must be one of {[*SOURCES, 'folder']}, got {probe.get('source')!r}")
-    if probe["source"] == "folder" and not probe.get("root"):
-        raise UserError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
-    probe["n"] = _int("probe.n", probe.get("n"), 1)
-    probe["image_size"] = _int("probe.image_size", probe.get("image_size"), 1, allow_none=True)
-    probe["seed"] = _int("probe.seed", probe.get("seed", 0))
-    cfg["probe"] = probe
-
-    # proxies and their options (importing the registry loads torch: after the cheap checks)
+    # proxies and their options (importing the registry loads torch: after the parse-time checks)
     from pipeline.proxies.registry import available_proxies, get_proxy
 
     known = available_proxies()
     unknown = [p for p in proxies if p not in known]
     if unknown:
-        raise UserError(f"unknown proxy name(s) {unknown}; available proxies: {', '.join(known)}")
-    raw_options = cfg.get("proxy_options") or {}
-    if not isinstance(raw_options, dict):
-        raise UserError(f"proxy_options must map proxy names to option mappings, got {raw_options!r}")
-    stray = sorted(set(raw_options) - set(known))
+        raise UserError(f"--proxies: unknown proxy name(s) {unknown}; available proxies: {', '.join(known)}")
+    stray = sorted(set(cfg["proxy_options"]) - set(known))
     if stray:
-        raise UserError(f"proxy_options names unknown proxy(ies) {stray}; available proxies: {', '.join(known)}")
+        raise UserError(f"--proxy_options names unknown proxy(ies) {stray}; available proxies: {', '.join(known)}")
     infos = {p: get_proxy(p) for p in proxies}
-    options = {p: _check_options(p, infos[p], raw_options.get(p)) for p in proxies}
+    options = {p: check_proxy_options(p, cfg["proxy_options"].get(p) or {}) for p in proxies}
 
-    entries = load_ground_truth(gt_path, space=cfg.get("space"))
+    entries = load_ground_truth(gt_path, space=cfg["space"])
     if not entries:
         raise UserError(f"ground-truth file {gt_path} holds no architectures")
     present = list(dict.fromkeys(m for e in entries for m in e.metrics))  # file order
@@ -345,13 +178,13 @@ def prepare(cfg: dict[str, Any]) -> Plan:
         entries = select_half(entries, halves, cfg["split"], source=f"split file {split_path}")
     usable = [e for e in entries if all(m in e.metrics and math.isfinite(e.metrics[m]) for m in metrics)]
     order = list(range(len(usable)))
-    if limit is not None:
-        random.Random(seed).shuffle(order)  # a smaller limit with the same seed is a prefix
-        order = sorted(order[:limit])       # file order: results never depend on the shuffle order
+    if cfg["limit"] is not None:
+        random.Random(cfg["seed"]).shuffle(order)  # a smaller limit with the same seed is a prefix
+        order = sorted(order[:cfg["limit"]])       # file order: results never depend on the shuffle order
     selected = [usable[i] for i in order]
 
-    device = resolve_device(cfg.get("device", "auto"))
-    out = cfg.get("output_dir") or Path("checkpoints") / "correlate" / gt_path.stem
+    device = resolve_device(cfg["device"])
+    out = cfg["output_dir"] or Path("checkpoints") / "correlate" / gt_path.stem
     out_dir = Path(str(out)).expanduser().resolve()
     cfg["output_dir"] = str(out_dir)
 
@@ -359,8 +192,8 @@ def prepare(cfg: dict[str, Any]) -> Plan:
 
     plan = Plan(cfg, gt_path, out_dir, metrics, proxies, {p: infos[p].higher_is_better for p in proxies},
                 options, selected, device, n_without_metric=len(entries) - len(usable),
-                split=cfg.get("split", "all"), split_path=split_path)
-    plan.budgets = budgets or default_budgets([count_params(e.spec) / 1e6 for e in selected])
+                split=cfg["split"], split_path=split_path)
+    plan.budgets = cfg["budgets"] or default_budgets([count_params(e.spec) / 1e6 for e in selected])
     plan.probes = _probe_batches(plan)
     return plan
 
@@ -479,7 +312,7 @@ def check_resume(plan: Plan, rows: dict[tuple[str, str], Row]) -> None:
         return
     cfg, diffs = plan.cfg, []
     # configs saved before a key existed, or with a metric name instead of a list, mean the same
-    legacy = {"metric": lambda v: metric_names(v) if v else v, "arch_overrides": lambda v: v or {}}
+    legacy = {"metric": lambda v: names(v, "") if v else v, "arch_overrides": lambda v: v or {}}
     for k in SCORING_KEYS:
         old, new = (legacy.get(k, lambda v: v)(c.get(k)) for c in (prev, cfg))
         if old != new:
@@ -489,7 +322,7 @@ def check_resume(plan: Plan, rows: dict[tuple[str, str], Row]) -> None:
     prev_opts = prev.get("proxy_options") or {}
     scored = {p for (_, p), r in rows.items() if not r.reason.startswith(ERROR_PREFIX)}
     for proxy in sorted(scored):  # options only matter for proxies with real scores
-        old, new = prev_opts.get(proxy) or {}, (cfg.get("proxy_options") or {}).get(proxy) or {}
+        old, new = prev_opts.get(proxy) or {}, cfg["proxy_options"].get(proxy) or {}
         if old != new:
             diffs.append(f"proxy_options.{proxy}: {old!r} -> {new!r}")
     if diffs:
@@ -508,7 +341,7 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
     from pipeline.models.complexity import complexity
     from pipeline.proxies.registry import compute_proxy
 
-    retry = bool(plan.cfg.get("retry_errors"))
+    retry = plan.cfg["retry_errors"]
 
     def needed(key: str, proxy: str) -> bool:
         row = rows.get((key, proxy))
@@ -721,9 +554,9 @@ def _selection_line(plan: Plan) -> str:
         what = f"test half of the file ({plan.split_path.name})"
     else:
         what = "whole file (no split: in-sample for anything chosen on it)"
-    limit = plan.cfg.get("limit")
-    extra = f", limited to {limit} by a shuffle with seed {plan.cfg.get('seed', 0)}" if limit else ""
-    overrides = plan.cfg.get("arch_overrides") or {}
+    limit = plan.cfg["limit"]
+    extra = f", limited to {limit} by a shuffle with seed {plan.cfg['seed']}" if limit else ""
+    overrides = plan.cfg["arch_overrides"]
     return (f"Architectures: {len(plan.entries)} of the {what}{extra}."
             + (f" Spec overrides applied to every architecture: {overrides}." if overrides else ""))
 
@@ -806,10 +639,10 @@ def write_plots(plan: Plan, summary: list[dict[str, Any]]) -> list[Path]:
 # ----------------------------------------------------------------------------- entry point
 
 
-def run(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
+def score_and_report(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     scores_path = plan.out_dir / SCORES_NAME
-    if plan.cfg.get("fresh"):
+    if plan.cfg["fresh"]:
         for old in [scores_path, plan.out_dir / "summary.csv", plan.out_dir / "summary.md",
                     plan.out_dir / "regret.csv", *plan.out_dir.glob("scatter_*.png")]:
             old.unlink(missing_ok=True)
@@ -835,21 +668,14 @@ def run(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
     invalid = {s["proxy"]: s["n_invalid"] for s in summary if s["n_invalid"]}
     if invalid:
         console.print(f"invalid scores (kept in scores.csv, left out of the statistics): {invalid}")
-    if plan.cfg.get("plots", True):
+    if plan.cfg["plots"]:
         write_plots(plan, summary)
     console.print(f"computed {computed} new score(s); results in {plan.out_dir}")
     return summary
 
 
-def main(argv: Sequence[str]) -> int:
-    argv = list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE + DEFAULT_CONFIG.read_text())
-        return 0
-    config, overrides = _split_args(argv)
-    config_path = find_config(config, "correlate") if config else DEFAULT_CONFIG
-    cfg = load_config(config_path, overrides)
-
+def run(cfg: dict[str, Any]) -> int:
+    """Check what parsing could not (proxies, device, the architectures), then score and report."""
     from rich.console import Console
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -858,14 +684,18 @@ def main(argv: Sequence[str]) -> int:
     import torch
 
     threads = torch.get_num_threads()
-    if plan.cfg.get("threads"):
+    if plan.cfg["threads"]:
         torch.set_num_threads(plan.cfg["threads"])
     try:
-        run(plan, console, err_console)
+        score_and_report(plan, console, err_console)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; scores so far are in {plan.out_dir / SCORES_NAME}. "
                           "Rerun the same command to resume.")
         return 130
     finally:
-        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
+        torch.set_num_threads(threads)  # run() may be called in-process (tests, notebooks)
     return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    return run(parse_config(argv))
