@@ -8,7 +8,8 @@ import yaml
 
 from conftest import REPO, run_cli
 from pipeline.config import ConfigError
-from pipeline.run import DEFAULT_CONFIG, load_run_config, stage_config
+from pipeline.run.command import stage_config
+from pipeline.run.settings import parse_config
 
 # A tiny but complete run: 4 random candidates, 1 short epoch, a few segmentation steps.
 TINY = ["--search.strategy.name=random", "--search.strategy.random.samples=4",
@@ -18,22 +19,24 @@ TINY = ["--search.strategy.name=random", "--search.strategy.random.samples=4",
 
 
 def test_stage_overrides_are_checked_keys_of_the_stage_configs():
-    cfg = load_run_config(DEFAULT_CONFIG, ["--cls.optim.lr=1e-3", "--stages=[seg,search]",
-                                           "--search={strategy: {name: random}}"])
+    cfg = parse_config(["--cls.optim.lr=1e-3", "--stages=[seg,search]", "--search={strategy: {name: random}}"])
     assert cfg["cls"]["optim"]["lr"] == 1e-3 and isinstance(cfg["cls"]["optim"]["lr"], float)
     assert cfg["stages"] == ["search", "seg"]                      # pipeline order
     assert cfg["search"]["strategy"]["name"] == "random"           # merged, not replaced:
     assert cfg["search"]["strategy"]["evolution"]["population"] == 30
+    assert cfg["search"]["space"] == "demo"                        # the stage's own config file
     with pytest.raises(ConfigError, match="optim.nope"):
-        load_run_config(DEFAULT_CONFIG, ["--cls.optim.nope=1"])
-    with pytest.raises(ConfigError, match="in `seg`"):
-        load_run_config(DEFAULT_CONFIG, ["--seg={trainer: {max_stepz: 3}}"])
+        parse_config(["--cls.optim.nope=1"])
+    with pytest.raises(ConfigError, match="max_stepz"):
+        parse_config(["--seg={trainer: {max_stepz: 3}}"])
     with pytest.raises(ConfigError, match="stages"):
-        load_run_config(DEFAULT_CONFIG, ["--stages=[search,deploy]"])
+        parse_config(["--stages=[search,deploy]"])
+    with pytest.raises(ConfigError, match="PositiveInt"):             # typed as in the stage's own parser
+        parse_config(["--search.strategy.random.samples=0"])
 
 
 def test_stage_config_wires_outputs_and_group(tmp_path):
-    cfg = load_run_config(DEFAULT_CONFIG, ["--run_name=r"])
+    cfg = parse_config(["--run_name=r"])
     (tmp_path / "search").mkdir()
     (tmp_path / "search" / "arch.yaml").write_text("{}")
     cls = stage_config(cfg, "cls", tmp_path)
@@ -87,10 +90,10 @@ def test_run_help_and_bad_override():
 
 def test_search_refuses_to_mix_scores_of_another_proxy(tmp_path):
     from pipeline.cli import UserError
-    from pipeline.config import load_config
     from pipeline.search.command import check_resumable
+    from pipeline.search.settings import parse_config as parse_search
 
-    cfg = load_config(REPO / "configs/search/demo.yaml", [f"--out_dir={tmp_path}"])
+    cfg = parse_search([f"--out_dir={tmp_path}"])
     out = tmp_path / cfg["run_name"]
     out.mkdir()
     (out / "candidates.jsonl").write_text("")
@@ -104,7 +107,32 @@ def test_missing_data_roots_fail_before_the_search(tmp_path):
     real = REPO / "configs/run/autoformer_tiny_imagenet_ade20k.yaml"
     done = run_cli("run", "--config", str(real), f"--out_dir={tmp_path}", f"--search.probe.root={tmp_path}")
     assert done.returncode == 2 and "--cls.data.root=None: no such dataset folder" in done.stderr
-    done = run_cli("run", "--config", str(real), f"--out_dir={tmp_path}", f"--cls.data.root={tmp_path}",
-                   "--seg.data.data_root=/no/such/ade")
+    done = run_cli("run", "--config", str(real), f"--out_dir={tmp_path}", f"--search.probe.root={tmp_path}",
+                   f"--cls.data.root={tmp_path}", "--seg.data.data_root=/no/such/ade")
     assert done.returncode == 2 and "--seg.data.data_root=/no/such/ade" in done.stderr
     assert not list(tmp_path.iterdir())   # nothing was started
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("--search.strategy.name=annealing", ["--search.strategy.name:", "evolution"]),
+    ("--cls.trainer.max_epochs=many", ["--cls.trainer.max_epochs:", "'many'"]),
+    ("--cls.optim.lrr=0.1", ["unknown option(s) --cls.optim.lrr=0.1"]),
+    ("--stages=[search,deploy]", ["--stages:", "seg"]),
+    ("--seg.wandb.mode=offline", ["--seg.wandb.mode", "set --wandb.mode instead"]),
+    ("--wandb.mode=sometimes", ["--wandb.mode:", "offline"]),
+    ("--run_name=a/b", ["run_name='a/b'", "folder name"]),
+    ("--search.probe.source=folder", ["--search.probe.root=None: no such dataset folder"]),
+])
+def test_bad_options_exit_2_with_one_line_and_start_nothing(tmp_path, capsys, extra, words):
+    from pipeline.cli import main
+
+    assert main(["run", f"--out_dir={tmp_path / 'out'}", extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and all(w in err for w in words), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_run_under_a_launcher(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="not under torchrun"):
+        parse_config([])

@@ -22,81 +22,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from pipeline.cli import UserError
-from pipeline.config import (CONFIG_DIR, ConfigError, apply_overrides, expand_run_name, find_config, load_yaml,
-                             parse_overrides, pop_option, resolve_path, save_config)
-from pipeline.distributed import under_launcher
+from pipeline.config import resolve_path, save_config
+from pipeline.run.settings import parse_config
 from pipeline.utils.io import atomic_write_text
 
-DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
-SHIPPED = CONFIG_DIR.parent  # shipped configs are shown as configs/..., which resolve_path finds
-STAGES = ("search", "cls", "seg")
 COMMANDS = {"search": ["search"], "cls": ["train", "--task", "cls"], "seg": ["train", "--task", "seg"]}
-
-HELP = f"""usage: python -m pipeline run [--config FILE] [--section.key=value ...]
-
-Search, then retrain the chosen architecture for classification, then for segmentation; each
-stage reads the previous stage's outputs from <out_dir>/<run_name>/. With no options: the
-embedded demo data on the CPU (about 20 minutes on 2 cores).
-
-  --config FILE   run config file or shipped name (default: {DEFAULT_CONFIG.relative_to(SHIPPED)})
-  --KEY=VALUE     override a run key (--run_name=my-run, --stages=[search,cls]) or any key of a
-                  stage's own config: --search.strategy.name=random --cls.trainer.max_epochs=5
-                  --seg.trainer.max_steps=300 --cls.data.batch_size=128 --wandb.mode=disabled
-
-Outputs in <out_dir>/<run_name>/: search/ (arch.yaml, candidates, plots), cls/ (checkpoints,
-model.pt, metrics.json), seg/ (checkpoints, metrics.json, val_examples.png), stages/ (the config
-each stage ran with; <stage>.done.json once finished), config.yaml, report.md.
-Rerunning the same command skips finished stages and continues an interrupted one.
-"""
 
 
 # ---------------------------------------------------------------------------- config
-def _leaves(extra: dict[str, Any], base: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[list[str], Any]]:
-    """Override paths for a nested mapping: recurse where the base config has a mapping too."""
-    for key, value in extra.items():
-        if isinstance(value, dict) and value and isinstance(base, dict) and isinstance(base.get(key), dict):
-            yield from _leaves(value, base[key], prefix + (key,))
-        else:
-            yield list(prefix + (key,)), value
-
-
-def load_run_config(path: str | Path, argv: list[str]) -> dict[str, Any]:
-    """The run config with each stage's whole config inlined under its name, overrides applied.
-
-    Inlining makes ``--cls.optim.lr=1e-3`` a checked key like any other (a typo is an error) and
-    makes the saved ``config.yaml`` alone reproduce the run.
-    """
-    cfg = load_yaml(path)
-    overrides = parse_overrides(argv)
-    cfg = apply_overrides(cfg, [o for o in overrides if o[0][0] not in STAGES or len(o[0]) == 1])
-    stages = cfg.get("stages")
-    if isinstance(stages, str):
-        stages = [s.strip() for s in stages.split(",") if s.strip()]
-    if not stages or not isinstance(stages, list) or any(s not in STAGES for s in stages):
-        raise ConfigError(f"stages={cfg.get('stages')!r}: give a list drawn from {list(STAGES)}, "
-                          "e.g. --stages=[search,cls]")
-    cfg["stages"] = [s for s in STAGES if s in stages]  # always in pipeline order
-    for stage in STAGES:
-        extra = cfg.get(stage) or {}
-        if not isinstance(extra, dict):
-            raise ConfigError(f"`{stage}` must be a mapping of values for the {stage} config, got {extra!r}")
-        base = load_yaml(resolve_path(cfg["configs"][stage]))
-        try:
-            cfg[stage] = apply_overrides(base, _leaves(extra, base))
-        except ConfigError as e:
-            raise ConfigError(f"in `{stage}`: {e}") from None
-    cfg = apply_overrides(cfg, [o for o in overrides if o[0][0] in STAGES and len(o[0]) > 1])
-    return expand_run_name(cfg)
-
-
 def stage_config(cfg: dict[str, Any], stage: str, run_dir: Path) -> dict[str, Any]:
     """A stage's own config, wired to the run folder, the W&B group and the previous stage."""
     c = copy.deepcopy(cfg[stage])
     c["out_dir"], c["run_name"] = str(run_dir), stage
-    c["wandb"] = {**(c.get("wandb") or {}), **cfg["wandb"], "group": cfg["run_name"]}
+    c["wandb"] = {**c["wandb"], **cfg["wandb"], "group": cfg["run_name"]}
     arch, model = run_dir / "search" / "arch.yaml", run_dir / "cls" / "model.pt"
     if stage == "cls" and arch.is_file():
         c["arch"] = str(arch)
@@ -109,11 +50,13 @@ def stage_config(cfg: dict[str, Any], stage: str, run_dir: Path) -> dict[str, An
 
 
 def preflight(cfg: dict[str, Any]) -> None:
-    """Check the later stages' data roots now, not after an hours-long search.
+    """Check the stages' data roots now, not after an hours-long search.
 
     Each stage validates its data fully when it starts; this only catches a missing root early.
     """
     roots = []
+    if "search" in cfg["stages"] and cfg["search"]["probe"]["source"] == "folder":
+        roots.append(("search.probe.root", cfg["search"]["probe"]["root"]))
     if "cls" in cfg["stages"] and cfg["cls"]["data"].get("source") == "folder":
         roots.append(("cls.data.root", cfg["cls"]["data"].get("root")))
     if "seg" in cfg["stages"] and cfg["seg"]["data"].get("data_root") is not None:
@@ -147,7 +90,9 @@ def run_stage(stage: str, stage_cfg: dict[str, Any], run_dir: Path) -> Optional[
     config_file = save_config(stage_cfg, stages_dir / f"{stage}.yaml")
     argv = [*COMMANDS[stage], "--config", str(config_file)]
     if stage != "search" and (run_dir / stage / "last.ckpt").is_file():
-        argv.append("--resume")  # an interrupted training run continues (the search resumes by itself)
+        # an interrupted training run continues (the search resumes by itself); train's jsonargparse
+        # parser takes resume as a bool key, its hand-written predecessor as a bare flag
+        argv.append("--resume=true" if "resume" in stage_cfg else "--resume")
     print(f"[run] {stage}: python -m pipeline {' '.join(argv)}", flush=True)
     start = time.time()
     code = subprocess.call([sys.executable, "-m", "pipeline", *argv], cwd=Path.cwd())
@@ -161,21 +106,10 @@ def run_stage(stage: str, stage_cfg: dict[str, Any], run_dir: Path) -> Optional[
     return seconds
 
 
-def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
-    if under_launcher():   # every rank would start its own stages and write the same files
-        raise UserError("`python -m pipeline run` starts its stages itself; run it once, not under torchrun/"
-                        "srun, and give the stages devices instead: --search.trainer.devices=N "
-                        "--cls.trainer.devices=N --seg.trainer.devices=N (with --<stage>.trainer.strategy=ddp)")
-    config_path, argv = pop_option(list(argv), "--config", DEFAULT_CONFIG)
-    cfg = load_run_config(find_config(config_path, "run"), argv)
-    name = str(cfg["run_name"]).strip()
-    if not name or "/" in name:
-        raise ConfigError(f"run_name={cfg['run_name']!r} must be a non-empty folder name")
+def run(cfg: dict[str, Any]) -> int:
+    """Run the configured stages in order (parse_config has checked every key of every stage)."""
     preflight(cfg)
-    run_dir = Path(cfg["out_dir"]) / name
+    run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
@@ -186,6 +120,10 @@ def main(argv: list[str]) -> int:
         report = write_report(run_dir)
     print(f"[run] finished: {', '.join(cfg['stages'])}; report: {report}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run(parse_config(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""The run command's options: its own keys plus each stage's whole parser nested under its name.
+
+``--search.*`` is the search command's parser and ``--cls.*`` / ``--seg.*`` the ``train`` parser
+of that task, nested with jsonargparse's ``ActionParser``: ``--cls.trainer.max_epochs=5`` is then
+a typed, checked key exactly as ``train --trainer.max_epochs=5`` is, a typo is refused before the
+first stage starts, and the saved ``config.yaml`` alone reproduces the run. In a run config a
+stage is a config file of that command (a path relative to the run config) or a mapping.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+from pipeline.distributed import under_launcher
+from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name,
+                             expand_run_name, load_yaml, parse, shipped_configs)
+
+DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
+STAGES = ("search", "cls", "seg")
+Stage = Literal["search", "cls", "seg"]
+def stage_parser(stage: str):
+    """The parser of the command that runs ``stage``."""
+    if stage == "search":
+        from pipeline.search.settings import make_parser
+
+        return make_parser()
+    return training_parser(stage)
+
+
+def training_parser(task: str):
+    """``train --task <task>``'s parser; until ``pipeline.train.cli`` provides it, a stand-in whose
+    keys are those of the task's shipped configs (numbers typed, other values as YAML reads them)."""
+    try:
+        from pipeline.train.cli import make_parser
+    except ImportError:
+        examples = [load_yaml(p) for p in sorted((CONFIG_DIR / "train").glob(f"{task}_*.yaml"))]
+        return _parser_of_keys(examples, f"python -m pipeline train --task {task}")
+    return make_parser(task)
+
+
+def _parser_of_keys(examples: list[dict[str, Any]], prog: str):
+    """A parser taking the keys of the example configs; a mapping in every example is a section."""
+    from typing import Optional, Union
+
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+
+    def add(nodes: list[dict[str, Any]], prefix: str) -> None:
+        for key in dict.fromkeys(k for node in nodes for k in node):
+            values = [node[key] for node in nodes if key in node]
+            if all(isinstance(v, dict) and v for v in values):
+                add(values, f"{prefix}{key}.")
+                continue
+            number = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            parser.add_argument(f"--{prefix}{key}", type=Optional[Union[int, float]] if number else Any,
+                                default=values[0])
+
+    add(examples, "")
+    return parser
+
+
+def make_parser():
+    """The run's options; ``--help`` lists every stage's keys with types and defaults."""
+    from jsonargparse import ActionConfigFile, ActionParser, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="python -m pipeline run", exit_on_error=False,
+        description="Search, then retrain the chosen architecture for classification, then for segmentation; "
+                    "each stage reads the previous stage's outputs from <out_dir>/<run_name>/. With no options: "
+                    "the embedded demo data on the CPU (about 20 minutes on 2 cores). Outputs in "
+                    "<out_dir>/<run_name>/: search/, cls/, seg/, stages/ (the config each stage ran with; "
+                    "<stage>.done.json once finished), config.yaml, report.md. Rerunning the same command skips "
+                    "finished stages and continues an interrupted one. Shipped configs (--config NAME): "
+                    f"{', '.join(shipped_configs('run'))}; default: demo.")
+    parser.add_argument("--config", action=ActionConfigFile, help="a run config file or a shipped config's name")
+    parser.add_argument("--run_name", type=str, default="run", help="outputs go to <out_dir>/<run_name>/")
+    parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
+    parser.add_argument("--stages", type=list[Stage], default=list(STAGES),
+                        help="the stages to run, a subset of [search, cls, seg]; always run in that order, "
+                             "finished ones skipped")
+    parser.add_argument("--search", action=ActionParser(parser=stage_parser("search")),
+                        help="the search stage: a search config (path relative to the run config) or its keys")
+    for stage in ("cls", "seg"):
+        parser.add_argument(f"--{stage}", action=ActionParser(parser=stage_parser(stage)),
+                            help=f"the {stage} training stage: a train config or its keys")
+    add_wandb_arguments(parser)
+    return parser
+
+
+def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved run config: every stage's config complete, typed and checked."""
+    if under_launcher():   # every rank would start its own stages and write the same files
+        raise ConfigError("`python -m pipeline run` starts its stages itself; run it once, not under torchrun/"
+                          "srun, and give the stages devices instead: --search.trainer.devices=N "
+                          "--cls.trainer.devices=N --seg.trainer.devices=N (with --<stage>.trainer.strategy=ddp)")
+    for arg in argv:  # one W&B setting for the whole run: a stage's own would be silently replaced
+        stage, dot, rest = arg.split("=", 1)[0].partition(".wandb")
+        if dot and stage[2:] in STAGES:
+            raise ConfigError(f"{stage}{dot}{rest}: the run's --wandb.* applies to every stage; "
+                              f"set --wandb{rest} instead")
+    parser = make_parser()
+    cfg = expand_run_name(as_plain(parser, parse(parser, argv, "run", DEFAULT_CONFIG)))
+    check_run_name(cfg["run_name"])
+    if not cfg["stages"]:
+        raise ConfigError("--stages: name at least one of [search, cls, seg], e.g. --stages=[search,cls]")
+    cfg["stages"] = [s for s in STAGES if s in cfg["stages"]]
+    return cfg
