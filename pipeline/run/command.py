@@ -5,7 +5,7 @@ cls``, ``train --task seg``) run as a subprocess on a config derived from the ru
 stage behaves exactly as it does alone, frees its memory when done, and can use DDP. Stages meet
 through files in ``<out_dir>/<run_name>/``::
 
-    search/arch.yaml  --(--arch)-->  cls/model.pt  --(--backbone-ckpt)-->  seg/metrics.json
+    search/arch.yaml  --(arch)-->  cls/model.pt  --(backbone_ckpt)-->  seg/metrics.json
 
 and through W&B: every stage is a run of the W&B group ``<run_name>``, and the hand-offs are
 logged as artifacts (``arch-<run>-search``, ``model-<run>-cls``).
