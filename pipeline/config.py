@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
@@ -214,7 +214,7 @@ class DeviceSettings:
 
 # Every command's Trainer runs one process on one device unless its config says otherwise
 # (Lightning's own default, devices="auto", would start DDP over every GPU of the machine).
-TRAINER_DEFAULTS = {"accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1}
+TRAINER_DEFAULTS = asdict(DeviceSettings())
 
 
 def make_trainer(cfg: dict[str, Any], run_dir: Path, **kwargs: Any):
