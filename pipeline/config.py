@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
@@ -212,8 +212,13 @@ class DeviceSettings:
     num_nodes: PositiveInt = 1
 
 
+# Every command's Trainer runs one process on one device unless its config says otherwise
+# (Lightning's own default, devices="auto", would start DDP over every GPU of the machine).
+TRAINER_DEFAULTS = asdict(DeviceSettings())
+
+
 def make_trainer(cfg: dict[str, Any], run_dir: Path, **kwargs: Any):
-    """``lightning.Trainer(**cfg["trainer"], **kwargs)``; settings Lightning rejects (``devices=0`` on a
+    """``lightning.Trainer`` from the ``trainer`` section, ``kwargs`` (what the command sets) winning; settings Lightning rejects (``devices=0`` on a
     CPU, an unknown strategy) are a one-line error, and a run folder made for it is removed."""
     import shutil
 
@@ -222,7 +227,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, **kwargs: Any):
 
     existed = Path(run_dir).exists()
     try:
-        return Trainer(**cfg["trainer"], **kwargs)
+        return Trainer(**{**cfg["trainer"], **kwargs})
     except (MisconfigurationException, ValueError, TypeError) as e:
         if not existed and Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)

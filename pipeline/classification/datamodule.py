@@ -15,7 +15,7 @@ validation crop ratio ``crop_pct``). Batch mixing (Mixup/CutMix) is done in the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -41,7 +41,7 @@ class ClassificationDataModule(LightningDataModule):
     Args:
         source: "demo" or "folder".
         root: the dataset root for source="folder" (holding train/ and val/).
-        image_size: network input side.
+        image_size: network input side (the training command passes the spec's when null).
         batch_size: images per device and step.
         num_workers: DataLoader worker processes per device (0 loads in the main process);
             ``auto`` sizes them from the CPU cores (:mod:`pipeline.data.loading`).
@@ -52,10 +52,10 @@ class ClassificationDataModule(LightningDataModule):
         pin_memory: pin host memory; ``auto`` = when training on CUDA.
     """
 
-    def __init__(self, source: str = "demo", root: Optional[str] = None, image_size: int = 32,
-                 batch_size: int = 128, num_workers: int | str = 0, aug: Optional[dict[str, Any]] = None,
-                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 pin_memory: bool | str = False) -> None:
+    def __init__(self, source: Literal["demo", "folder"] = "demo", root: Optional[str] = None,
+                 image_size: Optional[int] = None, batch_size: int = 128, num_workers: Union[int, Literal["auto"]] = 0,
+                 aug: Optional[dict[str, Any]] = None, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, pin_memory: Union[bool, Literal["auto"]] = False) -> None:
         super().__init__()
         if source not in SOURCES:
             raise DataError(f"data.source={source!r} is unknown; use one of {SOURCES}")
@@ -66,7 +66,7 @@ class ClassificationDataModule(LightningDataModule):
             raise DataError(f"data.batch_size must be positive, got {batch_size}")
         self.source = source
         self.root = Path(root).expanduser() if root else None
-        self.image_size = int(image_size)
+        self.image_size = int(image_size or 32)
         self.batch_size = int(batch_size)
         try:  # checked now, resolved when the loaders are made (the Trainer knows the devices then)
             resolve_workers(num_workers)

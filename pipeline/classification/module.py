@@ -19,7 +19,7 @@ Logged: ``train/loss``, ``train/throughput`` (images/s over all devices), ``val/
 With a ``WandbLogger`` a few validation images are logged with their predicted and true
 classes at the end of every validation epoch (``val/samples``).
 
-GPU settings: ``compile_net`` compiles the network in place (``nn.Module.compile``, so
+GPU settings: ``compile`` compiles the network in place (``nn.Module.compile``, so
 checkpoints and exports keep plain parameter names); ``fused`` selects the fused AdamW/Adam
 kernel when every parameter is on CUDA. The training step never waits for the device: the
 training loss is a torchmetrics mean (reduced across devices once per epoch, not per step) and
@@ -32,9 +32,10 @@ only plain Python types and tensors and load with ``torch.load(path, weights_onl
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import LightningModule
@@ -97,7 +98,8 @@ class ClassificationModule(LightningModule):
             switch it off.
         init_seed: seeds the network's initialisation.
         class_names: names shown in sample predictions.
-        compile_net: ``torch.compile`` the network (True, or a dict of ``torch.compile``
+        num_classes: retrain the spec with a new classifier of this many classes (None: the spec's).
+        compile: ``torch.compile`` the network (True, or a dict of ``torch.compile``
             options such as ``{mode: max-autotune}``); worth it for long GPU runs.
         fused: fused AdamW/Adam kernels: None = when every parameter is on CUDA, True/False to force.
     """
@@ -111,8 +113,11 @@ class ClassificationModule(LightningModule):
                  label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0,
                  mixup_prob: float = 1.0, switch_prob: float = 0.5, mixup_mode: str = "batch",
                  init_seed: Optional[int] = 0, class_names: Optional[Sequence[str]] = None,
-                 compile_net: bool | dict[str, Any] = False, fused: Optional[bool] = None) -> None:
+                 num_classes: Optional[int] = None, compile: Union[bool, Literal["auto"], dict[str, Any]] = False,
+                 fused: Optional[bool] = None) -> None:
         super().__init__()
+        if spec is not None and num_classes is not None:
+            spec = dataclasses.replace(as_spec(spec), num_classes=int(num_classes))
         spec_dict = as_spec(spec).to_dict() if spec is not None else None
         if betas is not None:
             betas = [float(b) for b in betas]
@@ -142,7 +147,10 @@ class ClassificationModule(LightningModule):
         """Take the spec to train (e.g. from the search callback) before the network is built."""
         if self.net is not None:
             raise RuntimeError("set_architecture: the network is already built")
-        self.hparams["spec"] = as_spec(spec).to_dict()
+        spec = as_spec(spec)
+        if self.hparams.get("num_classes") is not None:
+            spec = dataclasses.replace(spec, num_classes=int(self.hparams["num_classes"]))
+        self.hparams["spec"] = spec.to_dict()
 
     def configure_model(self) -> None:
         if self.net is None:
@@ -156,8 +164,8 @@ class ClassificationModule(LightningModule):
             raise SpecError(f"spec num_classes={spec.num_classes}: a classifier needs at least one class")
         self.net = build_model(spec, seed=hp["init_seed"], drop_path_rate=float(hp["drop_path"]),
                                drop_rate=float(hp["drop"]))
-        if hp.get("compile_net"):
-            options = hp["compile_net"] if isinstance(hp["compile_net"], dict) else {}
+        if hp.get("compile"):
+            options = hp["compile"] if isinstance(hp["compile"], dict) else {}
             self.net.compile(**options)   # in place: state_dict names stay those of the plain network
         n = spec.num_classes
         self.train_loss_fn, self.val_loss_fn = self._losses()

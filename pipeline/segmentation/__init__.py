@@ -1,6 +1,6 @@
 """Semantic segmentation retraining: mmsegmentation models, data and metrics under Lightning.
 
-``python -m pipeline train --task seg`` (see :mod:`pipeline.segmentation.command`). Importing
+``python -m pipeline train --task seg`` (see :mod:`pipeline.segmentation.task`). Importing
 this package installs the mmcv-lite compat (:mod:`pipeline.compat`) before anything from mmseg,
 and registers ``SpecViT`` (backbone) and ``DemoSegDataset`` in mmseg's registries.
 """

@@ -17,7 +17,7 @@ Under DDP Lightning shards both loaders with a ``DistributedSampler``. ``num_wor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -64,11 +64,53 @@ def test_pipeline(d: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class SegDataModule(LightningDataModule):
-    """Train/val loaders of an mmseg dataset described by our ``data`` config section."""
+    """Train/val loaders of an mmseg dataset with mmseg's standard pipelines.
 
-    def __init__(self, data_cfg: dict[str, Any], seed: int = 0) -> None:
+    Args:
+        type: an mmseg DATASETS class: DemoSegDataset, ADE20KDataset, CityscapesDataset, ...
+        data_root: the dataset folder; null = the shipped demo scenes.
+        data_prefix: per split, the image and mask folders under data_root:
+            {train: {img_path: ..., seg_map_path: ...}, val: {...}}.
+        img_suffix: image file suffix; null = the dataset class's default.
+        seg_map_suffix: mask file suffix; null = the dataset class's default.
+        reduce_zero_label: null = the dataset class's default (ADE20K: true).
+        crop_size: RandomCrop (h, w); also the padded training size and the backbone's grid.
+        scale: RandomResize base scale (mmseg: (2048, 512) for ADE20K); null = no resize.
+        ratio_range: RandomResize ratio range.
+        cat_max_ratio: RandomCrop: retry crops where one class covers more than this.
+        flip_prob: RandomFlip probability.
+        photometric_distortion: PhotoMetricDistortion on or off.
+        test_scale: Resize of the val pipeline (keep ratio); null = original size.
+        batch_size: training images per device.
+        val_batch_size: validation images per device (>1 only when all have the same size).
+        num_workers: loader processes per device; auto = sized from the CPU cores.
+        pin_memory: pin host memory; auto = when training on CUDA.
+        validate: check the files before training: full (sizes + mask labels), sizes, or off.
+        seed: seeds the training order.
+    """
+
+    def __init__(self, type: str = "DemoSegDataset", data_root: Optional[str] = None,
+                 data_prefix: Optional[dict[str, dict[str, str]]] = None, img_suffix: Optional[str] = None,
+                 seg_map_suffix: Optional[str] = None, reduce_zero_label: Optional[bool] = None,
+                 crop_size: Union[int, tuple[int, int]] = (512, 512), scale: Optional[tuple[int, int]] = None,
+                 ratio_range: tuple[float, float] = (0.5, 2.0), cat_max_ratio: float = 0.75,
+                 flip_prob: float = 0.5, photometric_distortion: bool = True,
+                 test_scale: Optional[Union[int, tuple[int, int]]] = None, batch_size: int = 8,
+                 val_batch_size: int = 1, num_workers: Union[int, Literal["auto"]] = 0,
+                 pin_memory: Union[bool, Literal["auto"]] = "auto",
+                 validate: Literal["full", "sizes", "off"] = "full", seed: int = 0) -> None:
         super().__init__()
-        self.cfg = data_cfg
+        if data_prefix is None:
+            data_prefix = {"train": {"img_path": "images/training", "seg_map_path": "annotations/training"},
+                           "val": {"img_path": "images/validation", "seg_map_path": "annotations/validation"}}
+        # mmseg's dataset and pipeline builders read one mapping (as its configs write it).
+        self.cfg = dict(type=type, data_root=data_root, data_prefix=data_prefix, img_suffix=img_suffix,
+                        seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label, crop_size=crop_size,
+                        scale=scale, ratio_range=ratio_range, cat_max_ratio=cat_max_ratio, flip_prob=flip_prob,
+                        photometric_distortion=photometric_distortion, test_scale=test_scale,
+                        batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
+                        pin_memory=pin_memory, validate=validate)
+        data_cfg = self.cfg
         self.root: Path = resolve_root(data_cfg)
         self.seed = seed
         self.train_set = self.val_set = None

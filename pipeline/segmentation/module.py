@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -50,6 +50,10 @@ class SegIoUMetric(IoUMetric):
         return out
 
 
+DEFAULT_DECODE_HEAD = dict(type="UPerHead", channels=512, pool_scales=[1, 2, 3, 6], dropout_ratio=0.1,
+                           loss_weight=1.0)
+
+
 def lr_factor(step: int, total: int, warmup: int, warmup_ratio: float, power: float, min_ratio: float) -> float:
     """mmseg's LinearLR warm-up (from ``warmup_ratio``) followed by PolyLR to ``min_ratio``."""
     if step < warmup:
@@ -62,16 +66,50 @@ class SegmentationModule(LightningModule):
     """Semantic segmentation of a searched ViT with mmseg's ViT-UPerNet.
 
     Args:
-        cfg: the resolved training config (our YAML: ``model``, ``optim``, ``data``, ``eval``, ...).
         spec: the architecture (``ArchSpec.to_dict()``).
         classes, palette: the dataset's class names and colours.
         val_size: number of validation images (lets the metric drop DDP padding).
+        crop_size: the training crop (h, w): the padded input size and the backbone's grid.
+        img_size: position-embedding resolution; null = crop_size.
+        out_indices: blocks feeding the heads; null = 1/4, 2/4, 3/4, 4/4 of the depth (PiT: stage ends).
+        drop_path_rate: stochastic depth of the backbone.
+        rel_pos_max: enlarge relative-position clipping for large grids; null = the spec's.
+        neck: MultiLevelNeck between backbone and heads: auto = for ViT, not for PiT.
+        neck_scales: the neck's rescaling per level; null = patch / [4, 8, 16, 32].
+        neck_channels: the neck's width; null = the backbone width.
+        decode_head: mmseg decode head settings: type (UPerHead), channels, pool_scales, dropout_ratio,
+            loss_weight.
+        auxiliary_head: mmseg auxiliary head settings (FCNHead), or null for none.
+        norm: the heads' norm: auto = SyncBN on multi-GPU CUDA runs, else BN.
+        align_corners: mmseg's align_corners of the heads' resizing.
+        data_preprocessor: normalisation mean and std (0-255 scale).
+        compile: torch.compile backbone + neck: true | false | a mapping of torch.compile options.
+        optim: the ``optim`` section (:class:`~pipeline.segmentation.settings.SegOptimization` fields).
+        evaluation: the ``eval`` section (:class:`~pipeline.segmentation.settings.SegEvaluation` fields).
+        trainer: the Trainer settings the heads' norm and the schedule depend on (devices,
+            accelerator, num_nodes, max_steps).
     """
 
-    def __init__(self, cfg: dict[str, Any], spec: dict[str, Any], classes: list[str],
-                 palette: list[list[int]], val_size: int = 0) -> None:
+    def __init__(self, spec: dict[str, Any], classes: list[str], palette: list[list[int]], val_size: int = 0, *,
+                 crop_size: Union[int, tuple[int, int]] = (512, 512),
+                 img_size: Optional[Union[int, tuple[int, int]]] = None, out_indices: Optional[list[int]] = None,
+                 drop_path_rate: float = 0.0, rel_pos_max: Optional[int] = None,
+                 neck: Union[bool, Literal["auto"]] = "auto", neck_scales: Optional[list[float]] = None,
+                 neck_channels: Optional[int] = None, decode_head: Optional[dict[str, Any]] = None,
+                 auxiliary_head: Optional[dict[str, Any]] = None, norm: Literal["auto", "BN", "SyncBN"] = "auto",
+                 align_corners: bool = False, data_preprocessor: Optional[dict[str, Any]] = None,
+                 compile: Union[bool, Literal["auto"], dict[str, Any]] = False, optim: Optional[dict[str, Any]] = None,
+                 evaluation: Optional[dict[str, Any]] = None, trainer: Optional[dict[str, Any]] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        model = dict(img_size=img_size, out_indices=out_indices, drop_path_rate=drop_path_rate,
+                     rel_pos_max=rel_pos_max, neck=neck, neck_scales=neck_scales, neck_channels=neck_channels,
+                     decode_head=decode_head or dict(DEFAULT_DECODE_HEAD), auxiliary_head=auxiliary_head,
+                     norm=norm, align_corners=align_corners, data_preprocessor=data_preprocessor or {},
+                     compile=compile)
+        # mmseg builds from config dicts: the typed arguments become the one the builders read.
+        cfg = dict(model=model, data=dict(crop_size=crop_size), optim=dict(optim or {}),
+                   eval=dict(evaluation or {"mode": "whole"}), trainer=dict(trainer or {}))
         self.cfg = cfg
         self.spec = ArchSpec.from_dict(spec)
         self.classes = list(classes)
@@ -204,7 +242,9 @@ class SegmentationModule(LightningModule):
             opt = torch.optim.SGD(groups, lr=lr, momentum=float(o.get("momentum", 0.9)))
         else:
             raise ValueError(f"optim.type={kind!r} is unknown; use AdamW or SGD")
-        total = int(self.cfg["trainer"]["max_steps"])
+        total = int(self.cfg["trainer"].get("max_steps") or -1)
+        if total < 1:
+            total = int(self.trainer.estimated_stepping_batches)
         warmup = int(o.get("warmup_iters", 0))
         ratio = float(o.get("warmup_ratio", 1e-6))
         power = float(o.get("power", 1.0))

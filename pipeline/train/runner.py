@@ -1,0 +1,308 @@
+"""One training runner for both tasks: what every retraining run does, in one order.
+
+1. the architecture, resolved in one documented order (:func:`resolve_spec`);
+2. the task builds its LightningModule and DataModule and checks the data (the task objects:
+   :mod:`pipeline.classification.task`, :mod:`pipeline.segmentation.task`);
+3. ``--resume`` checks; the output folder is checked (rank 0);
+4. loggers (CSV + W&B), checkpoints (``best.ckpt`` on the task's metric, ``last.ckpt`` every
+   validation, both with the random state), the Trainer;
+5. ``config.yaml`` (resolved, the spec inline) and ``arch.yaml``; ``Trainer.fit``;
+6. final validation of ``best.ckpt``, the task's exports, ``metrics.json``, W&B hand-offs;
+7. on failure: temporary files go, and a run that completed no checkpoint leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.cli import UserError
+from pipeline.config import make_trainer, resolve_path, save_config
+from pipeline.distributed import is_rank_zero
+from pipeline.space.spec import ArchSpec
+from pipeline.utils.io import atomic_write_text
+
+CHECKPOINTS = ("best.ckpt", "last.ckpt", "model.pt")
+
+
+# ----------------------------------------------------------------------- architecture
+def _load_spec(value: Any) -> tuple[ArchSpec, str]:
+    if isinstance(value, dict):
+        from pipeline.classification.module import as_spec
+
+        return as_spec(value), "the config's inline `arch`"
+    return ArchSpec.load(resolve_path(value)), str(value)
+
+
+def resolve_spec(cfg: dict[str, Any], run_dir: Path) -> tuple[ArchSpec, str]:
+    """(spec, where it came from): ``arch`` (``--arch``), else the run being resumed's own spec, else
+    the backbone checkpoint's (seg), else ``default_arch`` where the config has one.
+
+    Resuming with an explicit ``arch`` other than the run's is an error, not a silent switch.
+    """
+    explicit = _load_spec(cfg["arch"]) if cfg.get("arch") else None
+    run_arch = run_dir / "arch.yaml"
+    if cfg.get("resume") and run_arch.is_file():
+        trained = ArchSpec.load(run_arch)
+        if explicit is not None and explicit[0] != trained:
+            raise UserError(f"--resume: {explicit[1]} is not the architecture of {run_dir} ({run_arch}: "
+                            f"{trained.short()}); drop --arch or pick another --run_name")
+        return trained, f"{run_arch} (the run being resumed)"
+    if explicit is not None:
+        return explicit
+    if cfg.get("backbone_ckpt"):
+        from pipeline.segmentation.checkpoint import load_export
+
+        return load_export(cfg["backbone_ckpt"])[0], f"the backbone checkpoint {cfg['backbone_ckpt']}"
+    default = cfg.get("default_arch")
+    if not default:
+        raise UserError("no architecture given: pass --arch checkpoints/<run>/arch.yaml (written by "
+                        "`python -m pipeline search`)" + (" or --backbone_ckpt MODEL.pt" if "backbone_ckpt" in cfg
+                                                          else "") + "; this config has no default_arch")
+    from pipeline.search.store import newest_searched_spec
+    from pipeline.space import SearchSpace
+
+    space = SearchSpace.load(default["space"])
+    search_dir = Path(default.get("search_dir") or cfg["out_dir"])
+    newest = newest_searched_spec(search_dir, space)
+    if newest is not None:
+        return space.validate(ArchSpec.load(newest)), f"{newest} (newest searched {space.name!r} spec)"
+    if not default.get("fallback"):
+        raise UserError(f"no searched {space.name!r} spec under {search_dir}/ and default_arch has no fallback; "
+                        "pass --arch checkpoints/<run>/arch.yaml")
+    fallback = resolve_path(default["fallback"])
+    spec = space.validate(ArchSpec.load(fallback))
+    return spec, f"{fallback} (default spec: no searched {space.name!r} spec under {search_dir}/)"
+
+
+def spec_file(source: str) -> Optional[Path]:
+    """The file a spec was read from, where ``source`` (as :func:`resolve_spec` words it) names one."""
+    path = resolve_path(source.split(" (", 1)[0])
+    return path if path.is_file() else None
+
+
+# ------------------------------------------------------------------------- settings
+def on_cuda(trainer_cfg: dict[str, Any]) -> bool:
+    """Whether a Trainer config trains on CUDA devices."""
+    import torch
+
+    accel = str(trainer_cfg.get("accelerator") or "auto")
+    return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
+    """``null``: bf16 mixed precision on GPUs that support it, else fp16 mixed; fp32 on CPU."""
+    precision = trainer_cfg.get("precision")
+    if precision is not None:
+        return str(precision)
+    import torch
+
+    if not on_cuda(trainer_cfg):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def resolve_compile(value: Any, trainer_cfg: dict[str, Any]) -> bool | dict[str, Any]:
+    """``model.compile``: false, true, a mapping of ``torch.compile`` options, or ``auto`` (= on CUDA).
+
+    Compiling costs a minute or two up front and pays back over long GPU runs; on a CPU the
+    demo's short runs would not win it back, hence ``auto``.
+    """
+    if value == "auto":
+        return on_cuda(trainer_cfg)
+    return value or False
+
+
+def resolve_fused(value: Any) -> Optional[bool]:
+    """``optim.fused``: ``auto`` (None: fused Adam/AdamW when the parameters are on CUDA) or a bool."""
+    return None if value in ("auto", None) else bool(value)
+
+
+# ---------------------------------------------------------------------- run folder
+def check_writable(run_dir: Path) -> bool:
+    """Create run_dir if needed and write a probe file; True if this call created the folder."""
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise UserError(f"cannot write to the output folder {run_dir}: {e.strerror or e}; "
+                        "choose another --out_dir") from None
+    return created
+
+
+def cleanup(run_dir: Path, created: bool, started: float, written: list[Path]) -> None:
+    """After a failed run: drop temp files; if no checkpoint was completed, drop what this run wrote."""
+    if not run_dir.is_dir():
+        return
+    for tmp in list(run_dir.glob(".*.tmp")) + list(run_dir.glob("*.tmp")):
+        tmp.unlink(missing_ok=True)
+    completed = [run_dir / n for n in CHECKPOINTS
+                 if (run_dir / n).is_file() and (run_dir / n).stat().st_mtime >= started]
+    if completed:
+        print(f"training stopped; complete checkpoints kept: {', '.join(map(str, completed))} "
+              "(continue with --resume)", file=sys.stderr)
+        return
+    if created:
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish(exit_code=1, quiet=True)
+        except Exception:
+            pass
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
+def data_message(e: BaseException) -> str:
+    """One line from a DataError, also when re-raised from a DataLoader worker."""
+    text = str(e)
+    if "Original Traceback" in text:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        text = lines[-1].split("DataError: ", 1)[-1] if lines else text
+    return text
+
+
+class _DropNoise(logging.Filter):
+    NOISE = ("💡 Tip:", "was configured so 100% of the batches")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in str(record.msg) for n in self.NOISE)
+
+
+def quiet_lightning() -> None:
+    """Keep stdout readable: drop Lightning hints that do not apply to this command."""
+    for pattern in (".*does not have many workers.*", ".*is smaller than the logging interval.*",
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*treespec, LeafSpec.*",
+                    ".*MultiScaleDeformableAttention.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in log.filters):
+            log.addFilter(_DropNoise())
+
+
+def check_resumable(ckpt_path: Path, spec: ArchSpec) -> None:
+    """``--resume`` continues ``last.ckpt``: it must exist and hold this architecture."""
+    import torch
+
+    if not ckpt_path.is_file():
+        raise UserError(f"--resume: nothing to resume, {ckpt_path} does not exist; drop --resume to start "
+                        "this run")
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = ckpt["hyper_parameters"]["spec"]
+    except Exception as e:
+        raise UserError(f"--resume: {ckpt_path} cannot be read as a training checkpoint "
+                        f"({type(e).__name__}: {e})") from None
+    if saved != spec.to_dict():
+        raise UserError(f"--resume: {ckpt_path} was trained with another architecture "
+                        f"({ArchSpec.from_dict(saved).short()}, not {spec.short()})")
+
+
+# ---------------------------------------------------------------------------- the run
+def train(task, cfg: dict[str, Any], callbacks: list) -> int:
+    """Run one retraining of ``task`` (a :class:`pipeline.train.task.TrainingTask`) with ``cfg``."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pipeline.data import DataError
+    from pipeline.tracking import record_handoff, wandb_logger
+    from pipeline.train.progress import progress_bar
+    from pipeline.train.rng import RngState
+
+    started = time.time()
+    quiet_lightning()
+    run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
+    spec, source = resolve_spec(cfg, run_dir)
+    cfg["trainer"]["precision"] = resolve_precision(cfg["trainer"])
+    cfg["model"]["compile"] = resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    try:
+        built = task.build(cfg, spec, source)
+    except DataError as e:
+        raise UserError(data_message(e)) from None
+    spec = built.spec   # e.g. with model.num_classes applied
+    ckpt_path = run_dir / "last.ckpt" if cfg["resume"] else None
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, spec)
+    cfg["arch"] = spec.to_dict()   # the saved config alone reproduces the run
+
+    rank0 = is_rank_zero()   # the output folder is checked, written and cleaned up by rank 0 only
+    created = check_writable(run_dir) if rank0 else False
+    written: list[Path] = []
+    try:
+        # csv/version_N/metrics.csv: one folder per invocation, so a resumed run keeps the history.
+        loggers: list = [CSVLogger(save_dir=str(run_dir), name="csv")]
+        wb = wandb_logger(cfg, run_dir, job_type=f"train-{task.name}")
+        if wb:
+            loggers.append(wb)
+        smoke = bool(cfg["trainer"].get("fast_dev_run"))   # one batch per loop, no checkpoint
+        best_ckpt = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=task.monitor, mode="max",
+                                    save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+        # last.ckpt at every validation (what --resume continues; Lightning's save_last only
+        # rewrites it when best.ckpt improves); after best_ckpt, so it holds its updated score.
+        last_ckpt = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1,
+                                    enable_version_counter=False)
+        ours = [LearningRateMonitor(logging_interval="step"), RngState(), *progress_bar(cfg["trainer"])]
+        ours += [] if smoke else [best_ckpt, last_ckpt]
+        trainer = make_trainer(cfg, run_dir, logger=loggers, callbacks=[*callbacks, *ours],
+                               default_root_dir=str(run_dir), enable_model_summary=False,
+                               enable_checkpointing=not smoke)
+        if trainer.global_rank == 0:
+            for line in built.notes:
+                print(line)
+            if not cfg["resume"] and (run_dir / "last.ckpt").exists():
+                print(f"note: {run_dir} already holds checkpoints; starting afresh (use --resume to continue)")
+            for name, write in (("config.yaml", lambda p: save_config(cfg, p)), ("arch.yaml", spec.save)):
+                if not (run_dir / name).exists():
+                    written.append(run_dir / name)
+                write(run_dir / name)
+        trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        if trainer.fast_dev_run:
+            if trainer.global_rank == 0:
+                print(f"fast_dev_run passed (one batch per loop); no checkpoint written to {run_dir}")
+            return 0
+        best = best_ckpt.best_model_path
+        metrics = task.validate(trainer, built, best)
+        if trainer.global_rank == 0:
+            summary, produced, lines = task.finish(trainer, built, run_dir, metrics)
+            summary.update(checkpoint=best or None, arch_source=source, wall_time_s=round(time.time() - started, 1))
+            atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+            consumed = task.consumed(cfg, source)
+            record_handoff(trainer.loggers, run_dir, produced=produced, consumed=consumed)
+            if best:
+                lines.append(f"best checkpoint: {best}")
+            if (run_dir / "last.ckpt").is_file():
+                lines.append(f"last checkpoint: {run_dir / 'last.ckpt'}")
+            minutes, secs = divmod(int(round(time.time() - started)), 60)
+            lines.append(f"wall time: {minutes}m{secs:02d}s; outputs in {run_dir}")
+            print("\n".join(lines))
+    except DataError as e:
+        if rank0:
+            cleanup(run_dir, created, started, written)
+        raise UserError(data_message(e)) from None
+    except FloatingPointError as e:   # raised on every rank alike (pipeline.distributed)
+        if rank0:
+            cleanup(run_dir, created, started, written)
+        raise UserError(str(e)) from None
+    except BaseException:
+        if rank0:
+            cleanup(run_dir, created, started, written)
+        raise
+    return 0
+
