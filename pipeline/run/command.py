@@ -90,9 +90,7 @@ def run_stage(stage: str, stage_cfg: dict[str, Any], run_dir: Path) -> Optional[
     config_file = save_config(stage_cfg, stages_dir / f"{stage}.yaml")
     argv = [*COMMANDS[stage], "--config", str(config_file)]
     if stage != "search" and (run_dir / stage / "last.ckpt").is_file():
-        # an interrupted training run continues (the search resumes by itself); train's jsonargparse
-        # parser takes resume as a bool key, its hand-written predecessor as a bare flag
-        argv.append("--resume=true" if "resume" in stage_cfg else "--resume")
+        argv.append("--resume=true")  # an interrupted training run continues (the search resumes by itself)
     print(f"[run] {stage}: python -m pipeline {' '.join(argv)}", flush=True)
     start = time.time()
     code = subprocess.call([sys.executable, "-m", "pipeline", *argv], cwd=Path.cwd())

@@ -12,51 +12,28 @@ from typing import Any, Literal, Sequence
 
 from pipeline.distributed import under_launcher
 from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name,
-                             expand_run_name, load_yaml, parse, shipped_configs)
+                             expand_run_name, parse, shipped_configs)
 
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
 STAGES = ("search", "cls", "seg")
 Stage = Literal["search", "cls", "seg"]
 def stage_parser(stage: str):
-    """The parser of the command that runs ``stage``."""
+    """The parser of the command that runs ``stage``: ``search``, or ``train --task cls|seg``."""
     if stage == "search":
         from pipeline.search.settings import make_parser
 
         return make_parser()
-    return training_parser(stage)
+    from pipeline.train.cli import make_parser
+
+    return _without_short_config_option(make_parser(stage))
 
 
-def training_parser(task: str):
-    """``train --task <task>``'s parser; until ``pipeline.train.cli`` provides it, a stand-in whose
-    keys are those of the task's shipped configs (numbers typed, other values as YAML reads them)."""
-    try:
-        from pipeline.train.cli import make_parser
-    except ImportError:
-        examples = [load_yaml(p) for p in sorted((CONFIG_DIR / "train").glob(f"{task}_*.yaml"))]
-        return _parser_of_keys(examples, f"python -m pipeline train --task {task}")
-    return make_parser(task)
-
-
-def _parser_of_keys(examples: list[dict[str, Any]], prog: str):
-    """A parser taking the keys of the example configs; a mapping in every example is a section."""
-    from typing import Optional, Union
-
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog=prog, exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile)
-
-    def add(nodes: list[dict[str, Any]], prefix: str) -> None:
-        for key in dict.fromkeys(k for node in nodes for k in node):
-            values = [node[key] for node in nodes if key in node]
-            if all(isinstance(v, dict) and v for v in values):
-                add(values, f"{prefix}{key}.")
-                continue
-            number = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            parser.add_argument(f"--{prefix}{key}", type=Optional[Union[int, float]] if number else Any,
-                                default=values[0])
-
-    add(examples, "")
+def _without_short_config_option(parser):
+    """Drop LightningCLI's ``-c`` (short for ``--config``): ``ActionParser`` prefixes only long
+    options, so the two training parsers' ``-c`` would clash once nested."""
+    action = parser._option_string_actions.pop("-c", None)
+    if action is not None:
+        action.option_strings = [o for o in action.option_strings if o != "-c"]
     return parser
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from jsonargparse import ActionYesNo
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from pipeline.config import (CONFIG_DIR, TRAINER_DEFAULTS, ConfigError, add_wandb_arguments, as_plain,
                              check_run_name, expand_run_name, one_line, prepare_argv)
@@ -157,6 +157,7 @@ def make_parser(task: Task):
     cli._model_class, cli._datamodule_class = cli.model_class, cli.datamodule_class
     cli.subclass_mode_model = cli.subclass_mode_data = False
     cli.trainer_class, cli.trainer_defaults = Trainer, {}
+    cli.parser_class = LightningArgumentParser
     cli.seed_everything_default, cli.auto_configure_optimizers = 0, False
     parser = cli.init_parser(exit_on_error=False, prog=f"python -m pipeline train --task {task}")
     cli._add_arguments(parser)
