@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Sequence
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from pipeline.config import (CONFIG_DIR, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
+from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
                              expand_run_name, parse, shipped_configs)
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
@@ -152,4 +152,15 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     parser = make_parser()
     cfg = expand_run_name(as_plain(parser, parse(parser, argv, "search", DEFAULT_CONFIG)))
     check_run_name(cfg["run_name"])
+    check_limit_window(cfg["limits"])
     return cfg
+
+
+def check_limit_window(limits: dict[str, Any]) -> None:
+    """An empty window (min above max) is refused here, before the space is built; whether a
+    window meets the space is checked later (``SearchSpace.check_limits``)."""
+    for what in ("params", "flops"):
+        lo, hi = limits.get(f"min_{what}"), limits.get(f"max_{what}")
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(f"--limits.min_{what}={lo} is larger than --limits.max_{what}={hi}: "
+                              "no network fits")
