@@ -18,7 +18,8 @@ from conftest import run_cli
 PARSE_S = 5.0
 # Refused after torch and Lightning load and the space, the probe and one candidate's proxy score are
 # built (the proxy checks: an option a proxy does not take, or one it fails on, is only known there).
-# ~12 s alone on this box, ~25 s while another test runs beside it.
+# ~12 s alone on this box, ~25 s while another test runs beside it. The space and the probe folder
+# are checked there too (loading a space imports torch).
 PROXY_S = 90.0
 
 
@@ -50,6 +51,8 @@ ROWS = [
         "proxy 'vintk_flops' does not take the option(s) ['foo']", PROXY_S),
     row("search-proxy-option-fails", ["search", "--proxy.name=vintk", "--proxy.options={weights: [1, 2, 3]}"],
         "weights has 3 values for 2 views", PROXY_S),
+    row("search-unknown-space", ["search", "--space=nope"], "unknown search space 'nope'", PROXY_S),
+    row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
         PROXY_S),
 ]
