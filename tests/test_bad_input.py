@@ -16,10 +16,9 @@ from conftest import run_cli
 
 # Refused by the torch-free parser: Python start-up + jsonargparse, ~0.3 s alone on this 2-core box.
 PARSE_S = 5.0
-# Refused after torch and Lightning load and the space, the probe and one candidate's proxy score are
-# built (the proxy checks: an option a proxy does not take, or one it fails on, is only known there).
-# ~12 s alone on this box, ~25 s while another test runs beside it. The space and the probe folder
-# are checked there too (loading a space imports torch).
+# Refused after torch loads: the proxy registry (names, the options each takes), a proxy failing on
+# the space's smallest network, and limits outside what the space spans are only known once the
+# proxies and the space are built. 15-20 s on this shared 2-core box (~12 s when idle).
 PROXY_S = 90.0
 
 
@@ -46,13 +45,13 @@ ROWS = [
     # search -- bad combination
     row("search-empty-window", ["search", "--limits.min_params=5", "--limits.max_params=1"],
         "--limits.min_params=5.0 is larger than --limits.max_params=1.0"),
+    row("search-unknown-space", ["search", "--space=nope"], "--space: unknown search space 'nope'"),
+    row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root"),
     row("search-unknown-proxy", ["search", "--proxy.name=nope"], "--proxy.name: unknown proxy 'nope'", PROXY_S),
     row("search-unknown-proxy-option", ["search", "--proxy.options={foo: 1}"],
         "proxy 'vintk_flops' does not take the option(s) ['foo']", PROXY_S),
     row("search-proxy-option-fails", ["search", "--proxy.name=vintk", "--proxy.options={weights: [1, 2, 3]}"],
         "weights has 3 values for 2 views", PROXY_S),
-    row("search-unknown-space", ["search", "--space=nope"], "unknown search space 'nope'", PROXY_S),
-    row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
         PROXY_S),
 ]
