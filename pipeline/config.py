@@ -124,6 +124,8 @@ def one_line(error: BaseException) -> str:
         return "; ".join(lines[:3])
     key, rest = m.group(1), m.group(2)
     given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None)
+    if given is None:  # a Literal's error holds the value in its own line: "Expected a ... Got value: foo"
+        given = next((ln.split(". Got value:", 1)[1].strip() for ln in lines if ". Got value:" in ln), None)
     expected = [_expected(ln) for ln in lines[1:] + ([rest] if rest else [])
                 if ln.lstrip("- ").startswith(("Expected a", "Not of type"))]
     if not expected:

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
-from pipeline.config import CONFIG_DIR, ConfigError, find_config, load_config, resolve_path
+from pipeline.config import CONFIG_DIR, ConfigError, find_config, resolve_path
+from pipeline.search.settings import parse_config
 from pipeline.data import paths
 from pipeline.space import SearchSpace
 from pipeline.space.spec import ArchSpec
@@ -48,7 +49,8 @@ def test_config_by_shipped_name_path_or_user_file(tmp_path, monkeypatch):
     mine.parent.mkdir(parents=True)
     mine.write_text(yaml.safe_dump({"run_name": "mine"}))
     assert find_config("configs/search/autoformer_tiny.yaml", "search") == Path("configs/search/autoformer_tiny.yaml")
-    assert load_config("configs/search/autoformer_tiny.yaml") == {"run_name": "mine"}
+    mine_cfg = parse_config(["--config=configs/search/autoformer_tiny.yaml"])
+    assert mine_cfg["run_name"] == "mine" and mine_cfg["space"] == "demo"  # the rest: the parser's defaults
     (tmp_path / "demo").write_text(yaml.safe_dump({"run_name": "a file named demo"}))
     assert find_config("demo", "search") == Path("demo")
     with pytest.raises(ConfigError, match=r"cls_demo does not exist .* shipped search config.*autoformer_tiny, "

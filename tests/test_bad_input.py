@@ -1,0 +1,83 @@
+"""Bad input on the command line: exit status 2, one line ``error: ...`` naming the problem, quickly,
+and nothing written.
+
+One table for every command: a row is (argv, message fragment, time bound). Rows for ``correlate``,
+``run`` and ``train --task cls|seg`` are appended to ``ROWS`` as those commands move to
+jsonargparse (issue 11).
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from conftest import run_cli
+
+# Refused by the torch-free parser: Python start-up + jsonargparse, ~0.3 s alone on this 2-core box.
+PARSE_S = 5.0
+# Refused after torch loads: the proxy registry (names, the options each takes), a proxy failing on
+# the space's smallest network, and limits outside what the space spans are only known once the
+# proxies and the space are built. 15-20 s on this shared 2-core box (~12 s when idle).
+PROXY_S = 90.0
+
+
+def row(id: str, argv: list[str], fragment: str, seconds: float = PARSE_S):
+    return pytest.param(argv, fragment, seconds, id=id)
+
+
+ROWS = [
+    # search -- wrong type
+    row("search-type-int", ["search", "--probe.n=abc"], "--probe.n: expected PositiveInt"),
+    row("search-type-nan", ["search", "--limits.max_params=nan"], "--limits.max_params: expected NonNegativeFloat"),
+    row("search-type-negative", ["search", "--limits.min_flops=-1"], "--limits.min_flops: expected NonNegativeFloat"),
+    row("search-run-name-slash", ["search", "--run_name=a/b"], "run_name='a/b' must be a non-empty folder name"),
+    row("search-type-literal", ["search", "--strategy.name=foo"],
+        "--strategy.name: expected Literal['evolution', 'random'], got 'foo'"),
+    row("search-devices-0", ["search", "--trainer.devices=0"], "--trainer.devices: expected PositiveInt"),
+    row("search-not-a-mapping", ["search", "--proxy.options=3"], "--proxy.options"),
+    # search -- unknown key
+    row("search-unknown-section", ["search", "--optim.momentum=1"], "unknown option(s) --optim.momentum=1"),
+    row("search-unknown-key", ["search", "--proxy.nme=x"], "unknown option(s) --proxy.nme=x"),
+    row("search-missing-config", ["search", "--config", "nope"],
+        "config file nope does not exist and is not the name of a shipped search config"),
+    row("search-train-config", ["search", "--config=cls_demo"], "cls_demo does not exist"),
+    # search -- bad combination
+    row("search-empty-window", ["search", "--limits.min_params=5", "--limits.max_params=1"],
+        "--limits.min_params=5.0 is larger than --limits.max_params=1.0"),
+    row("search-unknown-space", ["search", "--space=nope"], "--space: unknown search space 'nope'"),
+    row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root"),
+    row("search-unknown-proxy", ["search", "--proxy.name=nope"], "--proxy.name: unknown proxy 'nope'", PROXY_S),
+    row("search-unknown-proxy-option", ["search", "--proxy.options={foo: 1}"],
+        "proxy 'vintk_flops' does not take the option(s) ['foo']", PROXY_S),
+    row("search-proxy-option-fails", ["search", "--proxy.name=vintk", "--proxy.options={weights: [1, 2, 3]}"],
+        "weights has 3 values for 2 views", PROXY_S),
+    row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
+        PROXY_S),
+]
+
+
+@pytest.mark.parametrize("argv,fragment,seconds", ROWS)
+def test_bad_input_is_refused_in_one_line(argv, fragment, seconds, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    started = time.perf_counter()
+    res = run_cli(*argv, f"--out_dir={out}", cwd=tmp_path)
+    elapsed = time.perf_counter() - started
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-2000:]
+    assert fragment in lines[0], lines[0]
+    assert elapsed < seconds, f"refused after {elapsed:.1f} s"
+    assert not list(out.iterdir()), "a refused command left outputs behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "nothing written beside it either"
+
+
+@pytest.mark.slow
+def test_numeric_run_name_is_a_folder_name(tmp_path):
+    """``--run_name=123`` is the string '123' (a folder), not refused as a number."""
+    res = run_cli("search", "--run_name=123", "--strategy.evolution.generations=1",
+                  "--strategy.evolution.population=2", "--wandb.mode=disabled", f"--out_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "123" / "arch.yaml").is_file()
+    assert yaml.safe_load((tmp_path / "123" / "config.yaml").read_text())["run_name"] == "123"
