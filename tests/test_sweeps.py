@@ -35,7 +35,6 @@ SHORTEN = {
               "--wandb.mode=disabled"],
 }
 # Commands still being moved to jsonargparse (issue 11): their run is expected to fail until then.
-PENDING = {"train": "train on LightningCLI lands separately"}
 
 
 def check_sweep(sweep: dict) -> None:
@@ -136,12 +135,18 @@ def _expected(value):
     return yaml.safe_load(value) if isinstance(value, str) and value.startswith("{") else value
 
 
-def _parser(command: str):
-    """The torch-free parser of a command (``pipeline.cli.COMMANDS``), or None (parsed in its runner)."""
+def _parser(command: str, args: list[str]):
+    """The parser of a command: its torch-free one (``pipeline.cli.COMMANDS``), or for ``train``
+    the task's LightningCLI (``--task`` taken from the arguments). Returns (parse, remaining args)."""
     from pipeline.cli import COMMANDS, _resolve
 
-    target = COMMANDS[command][2]
-    return _resolve(target) if target else None
+    if command == "train":
+        from pipeline.train.cli import parse_config
+        from pipeline.train.command import _task_option
+
+        task, rest = _task_option(args)
+        return (lambda a: parse_config(task, a)[0]), rest
+    return _resolve(COMMANDS[command][2]), args
 
 
 def _cases():
@@ -161,9 +166,7 @@ def test_every_point_parses_to_the_sweeps_values(path, params, monkeypatch, tmp_
     argv, env = agent_command(_load(path), params, "pt1", monkeypatch, tmp_path)
     assert env["WANDB_RUN_ID"] == "pt1"
     command, args = _pipeline_args(argv)
-    parse = _parser(command)
-    if parse is None:
-        pytest.skip(f"`{command}` has no torch-free parser yet; its run is checked below")
+    parse, args = _parser(command, args)
     cfg = parse(args)
     for key, value in params.items():
         got = _get(cfg, key)
@@ -193,10 +196,8 @@ def _runs():
                                    and all(p[k] == want[k] for k in others)))
         else:
             picked = pts[:1]
-        command = sweep["command"][sweep["command"].index("pipeline") + 1]
-        marks = [pytest.mark.xfail(reason=PENDING[command], strict=False)] if command in PENDING else []
         for i, params in enumerate(picked):
-            yield pytest.param(path, params, id=f"{path.stem}-{i}", marks=marks)
+            yield pytest.param(path, params, id=f"{path.stem}-{i}")
 
 
 def test_runs_cover_every_value_of_every_parameter():
