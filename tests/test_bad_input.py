@@ -20,6 +20,10 @@ PARSE_S = 5.0
 # the space's smallest network, and limits outside what the space spans are only known once the
 # proxies and the space are built. 15-20 s on this shared 2-core box (~12 s when idle).
 PROXY_S = 90.0
+# Refused by a parser that needs Lightning: train's LightningCLI (its sections are the module's,
+# the DataModule's and the Trainer's signatures) and run, which nests it. Importing lightning,
+# timm and mmseg takes ~10 s here before the first option can be read.
+LIGHTNING_S = 90.0
 
 
 def row(id: str, argv: list[str], fragment: str, seconds: float = PARSE_S):
@@ -54,6 +58,30 @@ ROWS = [
         "weights has 3 values for 2 views", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
         PROXY_S),
+    # correlate
+    row("correlate-type", ["correlate", "--limit=0"], "--limit: expected PositiveInt"),
+    row("correlate-unknown-key", ["correlate", "--nope=1"], "unknown option(s) --nope=1"),
+    row("correlate-missing-metric", ["correlate", "--metric=nope"], "--metric"),
+    # run
+    row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'cls', 'seg']", LIGHTNING_S),
+    row("run-unknown-stage-key", ["run", "--cls.optim.nope=1"], "unknown option(s) --cls.optim.nope=1", LIGHTNING_S),
+    # train --task cls|seg
+    row("train-task", ["train", "--task", "det"], "--task: invalid choice: 'det'"),
+    row("train-no-task", ["train", "--optim.lr=1"], "--task is required"),
+    row("train-cls-type", ["train", "--task", "cls", "--optim.lr=abc"], "--optim.lr: expected PositiveFloat",
+        LIGHTNING_S),
+    row("train-cls-unknown-key", ["train", "--task", "cls", "--model.lr=1"], "unknown option(s) --model.lr=1",
+        LIGHTNING_S),
+    row("train-cls-trainer-type", ["train", "--task", "cls", "--trainer.max_epochs=x"],
+        "--trainer.max_epochs: expected int", LIGHTNING_S),
+    row("train-cls-real-data-without-arch", ["train", "--task", "cls", "--config", "cls_imagenet"],
+        "no architecture given: pass --arch", LIGHTNING_S),
+    row("train-cls-folder-without-root", ["train", "--task", "cls", "--data.source=folder"],
+        "data.source=folder needs the dataset root", LIGHTNING_S),
+    row("train-seg-literal", ["train", "--task", "seg", "--eval.mode=foo"], "--eval.mode: expected Literal",
+        LIGHTNING_S),
+    row("train-seg-real-data-without-arch", ["train", "--task", "seg", "--config", "seg_ade20k"],
+        "no architecture given: pass --arch", LIGHTNING_S),
 ]
 
 
@@ -62,7 +90,8 @@ def test_bad_input_is_refused_in_one_line(argv, fragment, seconds, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     started = time.perf_counter()
-    res = run_cli(*argv, f"--out_dir={out}", cwd=tmp_path)
+    flag = "--output_dir" if argv[0] == "correlate" else "--out_dir"
+    res = run_cli(*argv, f"{flag}={out}", cwd=tmp_path)
     elapsed = time.perf_counter() - started
     assert res.returncode == 2, res.stderr[-2000:]
     lines = res.stderr.strip().splitlines()

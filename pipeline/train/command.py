@@ -47,13 +47,13 @@ def _task_option(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def main(argv: Sequence[str]) -> int:
+    task_name, rest = _task_option(argv)   # before Lightning is imported: a wrong --task is refused at once
     import importlib
 
     from pipeline.config import resolve_path
     from pipeline.train.cli import parse_config
     from pipeline.train.runner import train
 
-    task_name, rest = _task_option(argv)
     cfg, callbacks = parse_config(task_name, rest)
     if cfg.get("backbone_ckpt"):
         cfg["backbone_ckpt"] = str(resolve_path(cfg["backbone_ckpt"]))
