@@ -39,13 +39,43 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))   # after PYTHONPATH: another checkout can be measured with this script
 
-from pipeline.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
+from pipeline.config import CONFIG_DIR, ConfigError  # noqa: E402
 from pipeline.space import ArchSpec, SearchSpace  # noqa: E402
 
 CLS_CASES = ("demo", "autoformer-t")
 
 
 # ----------------------------------------------------------------------------- common
+def train_config(task: str, argv: list[str]) -> dict[str, Any]:
+    """The resolved `train --task TASK` config, with the settings the runner resolves before building."""
+    from pipeline.train import runner
+    from pipeline.train.cli import parse_config
+
+    cfg = parse_config(task, argv)[0]
+    cfg["trainer"]["precision"] = runner.resolve_precision(cfg["trainer"])
+    cfg["model"]["compile"] = runner.resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    return cfg
+
+
+def run_trainer(cfg: dict[str, Any], run_dir: Path, monitor: str, timer: "StepTimer"):
+    """The Trainer `python -m pipeline train` builds (pipeline.train.runner.train: CSV logger,
+    learning-rate monitor, RNG state, progress bar, best/last checkpoints), plus the step timer."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pipeline.config import make_trainer
+    from pipeline.train.progress import progress_bar
+    from pipeline.train.rng import RngState
+
+    best = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode="max", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks = [LearningRateMonitor(logging_interval="step"), RngState(), *progress_bar(cfg["trainer"]), best, last,
+                 lightning_timer_callback(timer)]
+    return make_trainer(cfg, run_dir, logger=[CSVLogger(save_dir=str(run_dir), name="csv")], callbacks=callbacks,
+                        default_root_dir=str(run_dir), enable_model_summary=False, enable_checkpointing=True)
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -144,29 +174,26 @@ class SyntheticImageNet(torch.utils.data.Dataset):
 def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
     """Config, spec and datamodule for one classification case (shared by both sides)."""
     from pipeline.classification import ClassificationDataModule
-    from pipeline.train import command
+    from pipeline.classification.settings import MIXUP_KEYS
 
     trainer_over = [f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--wandb.enabled=false",
                     "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0"]
     if case == "demo":
-        cfg = load_config(CONFIG_DIR / "train" / "cls_demo.yaml", trainer_over + extra)
+        cfg = train_config("cls", ["--config", str(CONFIG_DIR / "train" / "cls_demo.yaml"), *trainer_over, *extra])
         spec = ArchSpec.load(CONFIG_DIR / "train" / "demo_default_arch.yaml")
         warmup, steps = 5, (30 if quick else 60)
     else:
         batch = 128 if device == "cuda" else 16
         # --quick skips torch.compile (minutes per run on a GPU); the full run uses the config's auto
         no_compile = ["--model.compile=false"] if quick else []
-        cfg = load_config(CONFIG_DIR / "train" / "cls_imagenet.yaml",
-                          trainer_over + ["--data.root=unused", f"--data.batch_size={batch}",
-                                          "--optim.base_batch=null", *no_compile, *extra])
+        cfg = train_config("cls", ["--config", str(CONFIG_DIR / "train" / "cls_imagenet.yaml"), *trainer_over,
+                                   "--data.root=unused", f"--data.batch_size={batch}", "--optim.base_batch=null",
+                                   *no_compile, *extra])
         spec = SearchSpace.load("autoformer_tiny").sample(random.Random(0))
         warmup, steps = (3, 6 if quick else 10) if device == "cpu" else (10, 20 if quick else 40)
     d = cfg["data"]
-    cfg["trainer"] = dict(cfg["trainer"], precision=command.resolve_precision(cfg["trainer"]))
-    dm = ClassificationDataModule(source="demo" if case == "demo" else "folder", root=d.get("root"),
-                                  image_size=spec.img_size, batch_size=int(d["batch_size"]),
-                                  num_workers=d.get("num_workers") or 0, aug=cfg["aug"],
-                                  pin_memory=d.get("pin_memory") if d.get("pin_memory") == "auto" else bool(d.get("pin_memory")))
+    dm = ClassificationDataModule(**{**d, "image_size": d.get("image_size") or spec.img_size},   # as the task does
+                                  aug={k: v for k, v in cfg["aug"].items() if k not in MIXUP_KEYS})
     if case != "demo":
         n = (warmup + steps + 2) * dm.batch_size
         dm.train_set = SyntheticImageNet(n, dm.train_transform())
@@ -174,17 +201,26 @@ def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str
     return dict(cfg=cfg, spec=spec, dm=dm, warmup=warmup, steps=steps, device=device)
 
 
+def cls_module(cfg: dict[str, Any], spec: ArchSpec, batch_size: int, classes: list[str]):
+    """The ClassificationModule `train --task cls` builds (pipeline.classification.task.ClassificationTask.build)."""
+    from pipeline.classification import ClassificationModule
+    from pipeline.classification.settings import MIXUP_KEYS
+    from pipeline.train.runner import resolve_fused
+
+    optim, aug = cfg["optim"], cfg["aug"]
+    return ClassificationModule(spec, **cfg["model"], **{k: v for k, v in optim.items() if k != "fused"},
+                                fused=resolve_fused(optim["fused"]), **{k: aug[k] for k in MIXUP_KEYS},
+                                batch_size=batch_size, init_seed=int(cfg["seed_everything"] or 0), class_names=classes)
+
+
 def run_ours_cls(s: dict[str, Any]) -> float:
     """Our module and datamodule inside the `train --task cls` Trainer."""
-    from pipeline.train import command
-
     cfg, dm = copy.deepcopy(s["cfg"]), s["dm"]
-    module = command._make_module(cfg, s["spec"], dm.batch_size, dm.check())
+    module = cls_module(cfg, s["spec"], dm.batch_size, dm.check())
     timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, s["device"])
     cfg["trainer"].update(max_epochs=1, limit_train_batches=s["warmup"] + s["steps"])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, _ = command._make_trainer(cfg, Path(tmp))
-        trainer.callbacks.append(lightning_timer_callback(timer))
+        trainer = run_trainer(cfg, Path(tmp), "val/top1", timer)
         with warnings_quiet():
             trainer.fit(module, datamodule=dm)
     return timer.images_per_s
@@ -195,14 +231,13 @@ def run_reference_cls(s: dict[str, Any]) -> float:
     from timm.optim import param_groups_weight_decay
 
     from pipeline.classification.module import NO_WEIGHT_DECAY
-    from pipeline.train import command
 
     cfg, dm, device = s["cfg"], s["dm"], s["device"]
     # The module only as a factory of the identical network, optimiser, schedule and losses.
-    factory = command._make_module(cfg, s["spec"], dm.batch_size, dm.check())
+    factory = cls_module(dict(cfg, model=dict(cfg["model"], compile=False)), s["spec"], dm.batch_size, dm.check())
     model, mixup, loss_fn = factory.net.to(device), factory.mixup_fn, factory.train_loss_fn
-    compile_opts = command.resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
-    if compile_opts:   # as our module does (auto = on CUDA)
+    compile_opts = cfg["model"].get("compile")   # resolved by train_config (auto = on CUDA)
+    if compile_opts:   # as our module does
         model.compile(**(compile_opts if isinstance(compile_opts, dict) else {}))
     wd = float(cfg["optim"].get("weight_decay", 0.05))
     optimizer = factory._optimizer(param_groups_weight_decay(model, wd, no_weight_decay_list=NO_WEIGHT_DECAY),
@@ -235,9 +270,9 @@ def warnings_quiet():
     import logging
     import warnings
 
-    from pipeline.train.command import _quiet_lightning
+    from pipeline.train.runner import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.ERROR)
@@ -261,21 +296,18 @@ def bench_cls(case: str, device: str, repeats: int, quick: bool, extra: list[str
 def seg_setup(device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
     """The seg demo config, spec, classes and datasets (shared by both sides)."""
     import pipeline.segmentation  # noqa: F401  (mmseg registrations, SpecViT)
-    from pipeline.segmentation import command
     from pipeline.segmentation.datasets import dataset_meta, resolve_root
+    from pipeline.train.cli import parse_config
 
     over = [f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--wandb.enabled=false",
-            "--trainer.precision=auto"]
-    cfg = load_config(command.DEFAULT_CONFIG, over)
+            "--trainer.precision=null"]   # null = bf16/16-mixed on GPU, 32-true on CPU
     for o in extra:   # the overrides that exist in the seg config (e.g. --model.compile=true)
         try:
-            cfg = load_config(command.DEFAULT_CONFIG, over + [o])
+            parse_config("seg", over + [o])
             over.append(o)
         except ConfigError:
             print(f"seg: ignoring {o} (not a seg config key)")
-    cfg["trainer"]["precision"] = command.resolve_precision(cfg["trainer"])
-    if hasattr(command, "_resolve_gpu_settings"):   # (absent in checkouts before the GPU settings)
-        command._resolve_gpu_settings(cfg)
+    cfg = train_config("seg", over)
     spec = ArchSpec.load(CONFIG_DIR / "train" / "demo_default_arch.yaml")
     meta = dataset_meta(cfg["data"]["type"])
     warmup, steps = (5, 15 if quick else 30)
@@ -285,32 +317,26 @@ def seg_setup(device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
 
 def run_ours_seg(s: dict[str, Any]) -> float:
     """Our SegmentationModule + SegDataModule inside the `train --task seg` Trainer setup."""
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch import seed_everything
 
     from pipeline.segmentation.datamodule import SegDataModule
     from pipeline.segmentation.module import SegmentationModule
-
-    try:
-        from pipeline.train.progress import progress_bar
-    except ImportError:   # a checkout before the throttled bar: Lightning's default one
-        progress_bar = lambda trainer_cfg: []  # noqa: E731
+    from pipeline.train.runner import resolve_fused
 
     cfg = copy.deepcopy(s["cfg"])
-    seed_everything(int(cfg["seed"]), verbose=False)
-    module = SegmentationModule(cfg, s["spec"].to_dict(), [str(c) for c in s["meta"]["classes"]],
-                                s["meta"]["palette"])
-    dm = SegDataModule(cfg["data"], seed=int(cfg["seed"]))
+    seed = int(cfg["seed_everything"] or 0)
+    seed_everything(seed, verbose=False)
+    # as pipeline.segmentation.task.SegmentationTask.build
+    trainer_args = {k: cfg["trainer"].get(k) for k in ("accelerator", "devices", "num_nodes", "max_steps")}
+    module = SegmentationModule(s["spec"].to_dict(), [str(c) for c in s["meta"]["classes"]], s["meta"]["palette"],
+                                crop_size=cfg["data"]["crop_size"], **cfg["model"],
+                                optim=dict(cfg["optim"], fused=resolve_fused(cfg["optim"]["fused"])),
+                                evaluation=cfg["eval"], trainer=trainer_args)
+    dm = SegDataModule(**cfg["data"], seed=seed)
     timer = StepTimer(s["warmup"], s["steps"], s["batch"], s["device"])
+    cfg["trainer"].update(max_steps=s["warmup"] + s["steps"], limit_val_batches=0, num_sanity_val_steps=0)
     with tempfile.TemporaryDirectory() as tmp:
-        callbacks = [ModelCheckpoint(dirpath=tmp, filename="best", monitor="val/mIoU", mode="max", save_last=True),
-                     LearningRateMonitor(logging_interval="step"), *progress_bar(cfg["trainer"]),
-                     lightning_timer_callback(timer)]
-        trainer_cfg = dict(cfg["trainer"], max_steps=s["warmup"] + s["steps"], limit_val_batches=0,
-                           num_sanity_val_steps=0)
-        trainer = Trainer(**trainer_cfg, logger=[CSVLogger(save_dir=tmp, name="csv")], callbacks=callbacks,
-                          default_root_dir=tmp, enable_model_summary=False)
+        trainer = run_trainer(cfg, Path(tmp), "val/mIoU", timer)
         with warnings_quiet():
             trainer.fit(module, datamodule=dm)
     return timer.images_per_s
@@ -349,7 +375,7 @@ def run_mmengine_seg(s: dict[str, Any]) -> float:
     iters = s["warmup"] + s["steps"]
     with tempfile.TemporaryDirectory() as tmp:
         runner = Runner(
-            model=model, work_dir=tmp, default_scope="mmseg", randomness=dict(seed=int(cfg["seed"])),
+            model=model, work_dir=tmp, default_scope="mmseg", randomness=dict(seed=int(cfg["seed_everything"] or 0)),
             train_dataloader=dict(batch_size=s["batch"], num_workers=workers, persistent_workers=workers > 0,
                                   sampler=dict(type="InfiniteSampler", shuffle=True),
                                   collate_fn=dict(type="pseudo_collate"), dataset=dataset),

@@ -63,7 +63,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        # one write: under DDP every rank prints its error to the same stream, and with
+        # PYTHONUNBUFFERED print() writes the text and the newline separately (lines interleave)
+        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.flush()
         return 2
 
 

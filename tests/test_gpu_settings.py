@@ -12,10 +12,11 @@ from conftest import REPO, run_cli
 from pipeline.classification import ClassificationDataModule, ClassificationModule
 from pipeline.classification.module import use_fused
 from pipeline.cli import UserError
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.data import loading
 from pipeline.space import ArchSpec
-from pipeline.train import command
+from pipeline.train import command, runner
+from pipeline.train.cli import parse_config
 from pipeline.train.progress import ThrottledRichProgressBar
 
 CONFIGS = REPO / "configs" / "train"
@@ -31,7 +32,7 @@ def test_compile_opt_in_traces_forward_and_backward_on_cpu():
     # aot_eager: dynamo capture + AOT autograd of forward and backward, without the minutes of
     # C++ code generation inductor needs on a CPU (the graphs are what could break).
     plain = ClassificationModule(tiny_spec(), init_seed=3)
-    compiled = ClassificationModule(tiny_spec(), init_seed=3, compile_net={"backend": "aot_eager"})
+    compiled = ClassificationModule(tiny_spec(), init_seed=3, compile={"backend": "aot_eager"})
     assert plain.net._compiled_call_impl is None and compiled.net._compiled_call_impl is not None
     assert list(compiled.state_dict()) == list(plain.state_dict())   # no _orig_mod. prefixes
     torch._dynamo.reset()
@@ -49,20 +50,34 @@ def test_compile_opt_in_traces_forward_and_backward_on_cpu():
     (False, "cpu", False), (True, "cpu", True), ("auto", "cpu", False),
     ({"mode": "max-autotune"}, "cpu", {"mode": "max-autotune"})])
 def test_compile_setting(value, accelerator, expect):
-    assert command.resolve_compile(value, {"accelerator": accelerator}) == expect
-    assert command.resolve_compile("auto", {"accelerator": "gpu"}) is True
-    with pytest.raises(ConfigError, match="model.compile"):
-        command.resolve_compile("yes", {"accelerator": "cpu"})
+    assert runner.resolve_compile(value, {"accelerator": accelerator}) == expect
+    assert runner.resolve_compile("auto", {"accelerator": "gpu"}) is True
+
+
+@pytest.mark.parametrize("task", ["cls", "seg"])
+def test_compile_option_is_typed(task):
+    """model.compile: true, false, auto or a mapping of torch.compile options; anything else is refused."""
+    for value, parsed in (("true", True), ("false", False), ("auto", "auto"),
+                          ("{mode: max-autotune}", {"mode": "max-autotune"})):
+        assert parse_config(task, [f"--model.compile={value}"])[0]["model"]["compile"] == parsed
+    with pytest.raises(ConfigError, match="^--model.compile: expected"):
+        parse_config(task, ["--model.compile=sometimes"])
+
+
+def _config(name: str) -> dict:
+    return parse_config(name.split("_")[0], ["--config", str(CONFIGS / f"{name}.yaml")])[0]
 
 
 def test_real_data_configs_select_the_gpu_settings():
     for name in ("cls_imagenet", "seg_ade20k", "seg_cityscapes"):
-        cfg = load_config(CONFIGS / f"{name}.yaml")
+        cfg = _config(name)
         assert cfg["model"]["compile"] == "auto", name
         assert cfg["optim"]["fused"] == "auto", name
         assert cfg["data"]["num_workers"] == "auto" and cfg["data"]["pin_memory"] == "auto", name
+        assert cfg["trainer"]["precision"] is None, name   # null = bf16/16-mixed on GPU, 32-true on CPU
+        assert runner.resolve_precision(dict(cfg["trainer"], accelerator="cpu")) == "32-true", name
     for name in ("cls_demo", "seg_demo"):   # short CPU runs: compiling would not pay back
-        assert load_config(CONFIGS / f"{name}.yaml")["model"]["compile"] is False
+        assert _config(name)["model"]["compile"] is False
 
 
 # -------------------------------------------------------------------------------- fused AdamW
@@ -107,9 +122,12 @@ def test_loader_settings_sized_from_the_machine(monkeypatch):
 def test_bad_loader_setting_fails_before_work(tmp_path):
     with pytest.raises(UserError, match=r"data.num_workers=-2 must be a number of worker processes"):
         command.main(["--task", "cls", f"--out_dir={tmp_path}", "--data.num_workers=-2", "--wandb.enabled=false"])
-    with pytest.raises(ConfigError, match="optim.fused=.sometimes."):
+    with pytest.raises(ConfigError, match="optim.fused: expected bool or .*auto.*, got .sometimes."):
         command.main(["--task", "cls", f"--out_dir={tmp_path}", "--optim.fused=sometimes", "--wandb.enabled=false"])
-    assert not (tmp_path / "cls-demo").exists()
+    with pytest.raises(ConfigError, match="optim.fused: expected bool or .*auto.*, got .sometimes."):
+        command.main(["--task", "seg", f"--out_dir={tmp_path}", "--optim.fused=sometimes", "--wandb.enabled=false"])
+    assert runner.resolve_fused("auto") is None and runner.resolve_fused(True) is True
+    assert not (tmp_path / "cls-demo").exists() and not (tmp_path / "seg-demo").exists()
 
 
 # ------------------------------------------------------------------------------ host syncs
@@ -206,7 +224,10 @@ def test_randaugment_posterize_at_top_magnitude_gives_a_black_image():
     from PIL import Image
     from timm.data.auto_augment import AugmentOp
 
-    dm = ClassificationDataModule(source="demo", image_size=32, aug=load_config(CONFIGS / "cls_imagenet.yaml")["aug"])
+    from pipeline.classification.settings import MIXUP_KEYS
+
+    aug = {k: v for k, v in _config("cls_imagenet")["aug"].items() if k not in MIXUP_KEYS}   # as the task passes it
+    dm = ClassificationDataModule(source="demo", image_size=32, aug=aug)
     dm.train_transform()   # installs the fix
     img = Image.new("RGB", (16, 16), (200, 120, 30))
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})

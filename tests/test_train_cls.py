@@ -13,13 +13,15 @@ from PIL import Image
 
 from conftest import REPO, offline_artifact_has, run_cli
 from pipeline.classification import ClassificationModule, load_backbone, load_exported
+from pipeline import cli
 from pipeline.cli import UserError
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.data import DemoClassification
 from pipeline.models import build_model
 from pipeline.space import ArchSpec, SearchSpace, SpecError
-from pipeline.train import command
-from pipeline.train.command import default_spec, main
+from pipeline.train import runner
+from pipeline.train.cli import parse_config
+from pipeline.train.command import main
 
 DEMO = REPO / "configs" / "train" / "cls_demo.yaml"
 IMAGENET = REPO / "configs" / "train" / "cls_imagenet.yaml"
@@ -66,7 +68,8 @@ def test_fast_dev_run_demo_config(tmp_path):
     assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["arch"] == tiny_spec().to_dict()
-    assert cfg["trainer"]["precision"] == command.resolve_precision({"precision": "auto"})
+    assert cfg["trainer"]["precision"] == runner.resolve_precision({"precision": None})   # null = auto
+    assert cfg["seed_everything"] == 0 and "default_arch" in cfg
 
 
 def test_fast_dev_run_imagenet_config(tmp_path):
@@ -79,13 +82,15 @@ def test_fast_dev_run_imagenet_config(tmp_path):
 
 
 def test_imagenet_recipe_is_deit():
-    cfg = load_config(IMAGENET)
+    cfg = parse_config("cls", ["--config", str(IMAGENET)])[0]
     assert cfg["optim"]["opt"] == "adamw" and cfg["optim"]["lr"] == 5e-4 and cfg["optim"]["base_batch"] == 512
     assert cfg["optim"]["weight_decay"] == 0.05 and cfg["optim"]["sched"] == "cosine"
     assert cfg["aug"]["label_smoothing"] == 0.1 and cfg["aug"]["mixup"] == 0.8 and cfg["aug"]["cutmix"] == 1.0
     assert cfg["aug"]["re_prob"] == 0.25 and cfg["aug"]["auto_augment"].startswith("rand-")
     assert cfg["model"]["drop_path"] == 0.1 and cfg["trainer"]["max_epochs"] == 300
-    assert command.resolve_precision({"accelerator": "cpu", "precision": "auto"}) == "32-true"
+    assert cfg["trainer"]["precision"] is None and cfg["default_arch"] is None
+    assert runner.resolve_precision({"accelerator": "cpu", "precision": None}) == "32-true"
+    assert runner.resolve_precision({"accelerator": "cpu", "precision": "bf16-mixed"}) == "bf16-mixed"
     # lr scaling: 5e-4 x (128 per device x 8 devices) / 512 = 1e-3
     module = ClassificationModule(tiny_spec(), lr=5e-4, base_batch=512, batch_size=128)
     module._trainer = type("T", (), {"world_size": 8, "accumulate_grad_batches": 1, "datamodule": None})()
@@ -212,12 +217,20 @@ def test_missing_spec_and_data_root(tmp_path):
         main(["--task", "cls", "--config", str(IMAGENET), "--arch", arch, *QUIET])
 
 
-@pytest.mark.parametrize("override", ["--optim.opt=nosuchopt", "--optim.sched=nosuchsched", "--optim.lr=fast",
-                                      "--aug.auto_augment=nosuchaug", "--data.batch_size=many"])
-def test_bad_settings_fail_before_training(tmp_path, override):
+@pytest.mark.parametrize("override, match", [
+    ("--optim.opt=nosuchopt", "invalid model/optim/aug settings"),
+    ("--optim.sched=nosuchsched", "invalid model/optim/aug settings"),
+    ("--aug.auto_augment=nosuchaug", "invalid data/aug settings: AssertionError: Unknown AA policy"),
+    ("--optim.lr=fast", "^--optim.lr: expected PositiveFloat"),      # refused by the parser's types
+    ("--data.batch_size=many", "^--data.batch_size: expected int"),
+    ("--aug.re_mode=sometimes", "^--aug.re_mode: expected"),
+    ("--optim.nosuchkey=1", "unknown option"),                        # a typo is never ignored
+])
+def test_bad_settings_fail_before_training(tmp_path, override, match):
     arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
-    with pytest.raises(ConfigError, match="invalid"):
+    with pytest.raises(ConfigError, match=match) as e:
         main(["--task", "cls", "--arch", arch, f"--out_dir={tmp_path / 'out'}", override, *QUIET])
+    assert "\n" not in str(e.value)   # one line
     assert not (tmp_path / "out").exists()
 
 
@@ -245,13 +258,18 @@ def test_unwritable_output_dir_is_an_error(tmp_path):
 def test_task_is_required_and_checked():
     with pytest.raises(UserError, match="--task is required"):
         main([])
-    with pytest.raises(UserError, match="unknown"):
+    with pytest.raises(UserError, match="invalid choice.*--task cls"):
         main(["--task", "detection"])
+    assert cli.main(["train", "--task", "detection"]) == 2
 
 
 # ----------------------------------------------------------------- architecture choice
+def default_spec(cfg):
+    return runner.resolve_spec(cfg, Path(cfg["out_dir"]) / cfg["run_name"])
+
+
 def test_default_arch_is_newest_searched_demo_spec(tmp_path):
-    cfg = load_config(DEMO, [f"--out_dir={tmp_path}"])
+    cfg = parse_config("cls", [f"--out_dir={tmp_path}"])[0]
     spec, source = default_spec(cfg)
     assert spec == ArchSpec.load(REPO / "configs" / "train" / "demo_default_arch.yaml")
     assert "default spec" in source
@@ -273,6 +291,60 @@ def test_default_arch_is_newest_searched_demo_spec(tmp_path):
     newest.save(tmp_path / "run-x" / "search" / "arch.yaml")
     (tmp_path / "run-x" / "search" / "candidates.jsonl").write_text("")
     assert default_spec(cfg)[0] == newest
+
+
+def test_imagenet_config_without_arch_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    """The real-data config has no default_arch: exit 2, one line naming --arch, no output folder."""
+    monkeypatch.chdir(tmp_path)   # the config's own out_dir (checkpoints/) is relative to here
+    start = time.time()
+    assert cli.main(["train", "--task", "cls", "--config", "configs/train/cls_imagenet.yaml",
+                     "--wandb.enabled=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no architecture given") and "--arch" in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
+    assert time.time() - start < 60   # stopped at the spec, before data, model or Trainer
+
+
+def test_spec_resolution_order(tmp_path):
+    """--arch, else the resumed run's own spec, else default_arch; resuming refuses another --arch."""
+    searched = SearchSpace.load("demo").make_spec(64, [3], [2] * 3, [2.0] * 3)
+    searched.save(tmp_path / "search" / "arch.yaml")            # what default_arch would pick
+    (tmp_path / "search" / "candidates.jsonl").write_text("")
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
+
+    def resolve(*args):
+        cfg = parse_config("cls", [f"--out_dir={tmp_path}", "--run_name=run", *args])[0]
+        return runner.resolve_spec(cfg, tmp_path / "run")
+
+    assert resolve()[0] == searched                                        # default_arch
+    spec, source = resolve("--arch", arch)                                  # an explicit --arch wins
+    assert spec == tiny_spec() and source == arch
+    inline = resolve(f"--arch={json.dumps(tiny_spec(num_classes=3).to_dict())}")   # an inline mapping
+    assert inline[0] == tiny_spec(num_classes=3) and "inline" in inline[1]
+    assert resolve("--resume", "--arch", arch)[0] == tiny_spec()            # nothing resumable yet: --arch
+
+    trained = tiny_spec(num_classes=4)
+    trained.save(tmp_path / "run" / "arch.yaml")                           # the run's own spec
+    spec, source = resolve("--resume")
+    assert spec == trained and "being resumed" in source                    # not default_arch
+    assert resolve("--resume", "--arch", str(tmp_path / "run" / "arch.yaml"))[0] == trained
+    with pytest.raises(UserError, match="--resume: .*is not the architecture of.*drop --arch"):
+        resolve("--resume", "--arch", arch)
+    assert resolve("--no_resume", "--arch", arch)[0] == tiny_spec()         # a fresh run: --arch
+    assert resolve()[0] == searched                                        # not resuming: default_arch
+    # the real-data config has no default_arch: --arch is required
+    with pytest.raises(UserError, match="no architecture given: pass --arch"):
+        runner.resolve_spec(parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
+
+
+def test_resume_with_another_arch_is_refused_before_work(trained, tmp_path):
+    run, _, args = trained
+    other = write_spec(tmp_path / "other.yaml", tiny_spec())
+    before = (run / "last.ckpt").stat().st_mtime
+    with pytest.raises(UserError, match="is not the architecture of"):
+        i = args.index("--arch")
+        main([*args[:i], *args[i + 2:], "--arch", other, "--resume"])
+    assert (run / "last.ckpt").stat().st_mtime == before
 
 
 def test_lazy_build_for_the_search_callback():

@@ -16,20 +16,27 @@ from PIL import Image
 from conftest import REPO, offline_artifact_has, run_cli
 
 import pipeline.segmentation  # noqa: F401  (compat + registrations)
+from pipeline import cli
 from pipeline.cli import UserError
 from pipeline.models.build import build_model
 from pipeline.segmentation.backbone import SpecViT, resize_abs_pos, resize_rel_table
 from pipeline.segmentation.checkpoint import CheckpointError, init_backbone
-from pipeline.segmentation.command import main as seg_main
-from pipeline.segmentation.command import majority_baseline
 from pipeline.segmentation.model import build_segmentor, segmentor_config
 from pipeline.segmentation.module import SegIoUMetric
+from pipeline.segmentation.task import majority_baseline
 from pipeline.space import SearchSpace
 from pipeline.space.spec import ArchSpec
+from pipeline.train import runner
+from pipeline.train.cli import parse_config
+from pipeline.train.command import main
 
 DEMO_SPEC = ArchSpec(family="vit", embed_dim=64, num_heads=(2, 2, 2), mlp_ratio=(2.0, 2.0, 2.0), img_size=32,
                      patch_size=4, num_classes=10, space="demo")
 TINY_ARGS = ["--wandb.mode=disabled", "--trainer.accelerator=cpu", "--data.num_workers=0"]
+
+
+def seg_main(args: list[str]) -> int:
+    return main(["--task", "seg", *args])
 
 
 def _spec_file(tmp_path: Path, spec: ArchSpec = DEMO_SPEC) -> Path:
@@ -109,9 +116,7 @@ def test_backbone_feature_shapes(space, img):
 
 
 def _cfg(overrides=()):
-    from pipeline.config import load_config
-
-    return load_config(REPO / "configs/train/seg_demo.yaml", list(overrides))
+    return parse_config("seg", list(overrides))[0]   # the seg demo config
 
 
 # ------------------------------------------------------------------------------ checkpoint
@@ -259,7 +264,7 @@ def test_one_training_step_of_the_real_dataset_configs(tmp_path, capsys, dataset
         ckpt = torch.load(out / name, map_location="cpu", weights_only=True)
         assert all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
         assert "model.backbone.model.pos_embed.pos_embed" in ckpt["state_dict"]
-    assert ckpt["hyper_parameters"]["cfg"]["eval"]["mode"] == "slide"
+    assert ckpt["hyper_parameters"]["evaluation"]["mode"] == "slide"
     assert ArchSpec.load(out / "arch.yaml").embed_dim == 32
     assert (out / "config.yaml").is_file() and (out / "val_examples.png").is_file()
 
@@ -332,12 +337,66 @@ def test_backbone_ckpt_with_other_spec_fails_before_training(tmp_path):
         seg_main(["--arch", str(other), "--backbone-ckpt", str(ckpt), f"--out_dir={tmp_path}", *TINY_ARGS])
 
 
+@pytest.mark.parametrize("config", ["seg_ade20k", "seg_cityscapes"])
+def test_real_data_config_without_arch_stops_before_any_work(tmp_path, monkeypatch, capsys, config):
+    """No --arch, no --backbone_ckpt and no default_arch: exit 2 with one line naming --arch,
+    before the data is looked at (its folder does not exist here) and with no output folder."""
+    monkeypatch.chdir(tmp_path)   # the config's own out_dir (checkpoints/) is relative to here
+    assert cli.main(["train", "--task", "seg", "--config", f"configs/train/{config}.yaml",
+                     "--wandb.enabled=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no architecture given") and len(err.splitlines()) == 1, err
+    assert "--arch" in err and "--backbone_ckpt" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_spec_resolution_order(tmp_path):
+    """--arch, else the resumed run's spec, else the backbone checkpoint's, else default_arch."""
+    ckpt = tmp_path / "model.pt"
+    _export(ckpt, DEMO_SPEC)
+    other = ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32, patch_size=8)
+    arch = str(other.save(tmp_path / "other.yaml"))
+
+    def resolve(*args):
+        cfg = parse_config("seg", [f"--out_dir={tmp_path}", "--run_name=run", *args])[0]
+        return runner.resolve_spec(cfg, tmp_path / "run")
+
+    default, source = resolve()                                       # the demo config's default_arch
+    assert default == ArchSpec.load(REPO / "configs" / "train" / "demo_default_arch.yaml")
+    assert "default spec" in source
+    spec, source = resolve(f"--backbone_ckpt={ckpt}")                  # the checkpoint's spec, not the default
+    assert spec == DEMO_SPEC and "backbone checkpoint" in source
+    assert resolve("--backbone-ckpt", str(ckpt))[0] == DEMO_SPEC       # the old spelling still works
+    assert resolve("--arch", arch, f"--backbone_ckpt={ckpt}")[0] == other   # an explicit --arch wins
+    assert resolve("--arch", arch)[0] == other
+    DEMO_SPEC.save(tmp_path / "run" / "arch.yaml")                      # a run to resume
+    assert resolve("--resume")[0] == DEMO_SPEC                          # its own spec, not default_arch
+    with pytest.raises(UserError, match="--resume: .*is not the architecture of"):
+        resolve("--resume", "--arch", arch)
+    other.save(tmp_path / "run" / "arch.yaml")
+    spec, source = resolve("--resume", f"--backbone_ckpt={ckpt}")       # the run's spec before the checkpoint's
+    assert spec == other and "being resumed" in source
+    # the real-data configs have no default_arch
+    cfg = parse_config("seg", ["--config", str(REPO / "configs/train/seg_ade20k.yaml")])[0]
+    assert cfg["default_arch"] is None and cfg["backbone_ckpt"] is None
+    with pytest.raises(UserError, match="pass --arch .* or --backbone_ckpt"):
+        runner.resolve_spec(cfg, tmp_path / "x")
+    cfg["backbone_ckpt"] = str(ckpt)
+    assert runner.resolve_spec(cfg, tmp_path / "x")[0] == DEMO_SPEC
+
+
+def test_resume_with_another_arch_fails_before_work(tmp_path):
+    DEMO_SPEC.save(tmp_path / "run" / "arch.yaml")
+    arch = _spec_file(tmp_path, ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0),
+                                         img_size=32, patch_size=8))
+    with pytest.raises(UserError, match="drop --arch or pick another --run_name"):
+        seg_main(["--arch", str(arch), "--resume", f"--out_dir={tmp_path}", "--run_name=run", *TINY_ARGS])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["arch.yaml"]
+
+
 # --------------------------------------------------------------------------------------- CLI
 def _cli(*args: str):
-    if (REPO / "pipeline" / "train" / "command.py").is_file():
-        return run_cli("train", "--task", "seg", *args)
-    return subprocess.run([sys.executable, "-m", "pipeline.segmentation.command", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    return run_cli("train", "--task", "seg", *args)
 
 
 def test_cli_trains_and_reports_baseline(tmp_path):
@@ -371,7 +430,7 @@ def _check_exported_segmentor(out: Path) -> None:
 
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     module = SegmentationModule.load_from_checkpoint(out / "best.ckpt", map_location="cpu").eval()
-    dm = SegDataModule(cfg["data"], seed=0)
+    dm = SegDataModule(**cfg["data"], seed=0)
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():

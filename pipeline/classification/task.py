@@ -29,10 +29,17 @@ class ClassificationTask:
 
         if spec.in_chans != 3:
             raise SpecError(f"spec {source} has in_chans={spec.in_chans}; the image data is RGB (3 channels)")
+        from pipeline.data import DataError
+
         data, aug, optim, model = cfg["data"], cfg["aug"], cfg["optim"], cfg["model"]
-        dm = ClassificationDataModule(**{**data, "image_size": data.get("image_size") or spec.img_size},
-                                      aug={k: v for k, v in aug.items() if k not in MIXUP_KEYS})
-        classes = dm.check()
+        try:
+            dm = ClassificationDataModule(**{**data, "image_size": data.get("image_size") or spec.img_size},
+                                          aug={k: v for k, v in aug.items() if k not in MIXUP_KEYS})
+            classes = dm.check()
+        except DataError:
+            raise   # the runner words it as a one-line UserError
+        except (TypeError, ValueError, KeyError, AssertionError) as e:  # timm asserts on unknown augmentation names
+            raise ConfigError(f"invalid data/aug settings: {type(e).__name__}: {e}") from None
         try:
             module = ClassificationModule(
                 spec, **model, **{k: v for k, v in optim.items() if k != "fused"},

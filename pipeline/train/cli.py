@@ -123,6 +123,16 @@ class TrainCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self.config = parser.parse_args(args)   # args come from `python -m pipeline train`, not sys.argv
 
+    def _set_seed(self) -> None:
+        # Lightning's seeds with a log line ("Seed set to 0") on stderr, before any error of the
+        # run: the same seeding, quietly (a bad input stays one line).
+        from lightning.fabric.utilities.seed import seed_everything
+
+        seed = self.config.get("seed_everything")
+        if seed is not False:
+            self.config["seed_everything"] = seed_everything(None if seed is True else seed, workers=True,
+                                                             verbose=False)
+
     def instantiate_classes(self) -> None:
         # Only what the config names by class path (trainer callbacks, plugins): the module and the
         # DataModule are built by the runner once the architecture is known.
