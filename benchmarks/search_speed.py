@@ -29,8 +29,8 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))   # after PYTHONPATH
 
 from lightning.pytorch import Trainer  # noqa: E402
 
-from pipeline.config import CONFIG_DIR, load_config  # noqa: E402
 from pipeline.search.command import _NothingToTrain, build_search  # noqa: E402
+from pipeline.search.settings import parse_config  # noqa: E402
 
 # candidates per timed run (K1, K2) for each space on a CPU; a GPU takes 5x more
 CANDIDATES = {"demo": (10, 60), "autoformer_tiny": (3, 15), "autoformer_small": (2, 6), "autoformer_base": (1, 4)}
@@ -39,9 +39,8 @@ CANDIDATES = {"demo": (10, 60), "autoformer_tiny": (3, 15), "autoformer_small": 
 def timed_search(config: str, candidates: int, device: str, processes: int = 1) -> float:
     """Seconds of ``Trainer.fit`` for a random search of ``candidates`` candidates."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(CONFIG_DIR / "search" / f"{config}.yaml",
-                          ["--strategy.name=random", f"--strategy.random.samples={candidates}", f"--out_dir={tmp}",
-                           "--wandb.enabled=false"])
+        cfg = parse_config(["--config", config, "--strategy.name=random", f"--strategy.random.samples={candidates}",
+                            f"--out_dir={tmp}", "--wandb.enabled=false"])
         search, _ = build_search(cfg)
         search.strategy_options["per_generation"] = candidates
         trainer = Trainer(accelerator=device, devices=processes, strategy="ddp_spawn" if processes > 1 else "auto",
