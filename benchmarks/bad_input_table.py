@@ -25,11 +25,13 @@ GOOD = [("search-numeric-run-name", ["search", "--run_name=123", "--strategy.evo
 
 
 def measure(argv: list[str]) -> tuple[int, str, float]:
-    """(exit status, stderr, seconds) of ``python -m pipeline ARGV --out_dir=<empty folder>``."""
+    """(exit status, stderr, seconds) of ``python -m pipeline ARGV --out_dir=<empty folder>`` (correlate:
+    ``--output_dir``)."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "pipeline", *argv, f"--out_dir={tmp}/out"], cwd=tmp, env=env,
+        flag = "--output_dir" if argv[0] == "correlate" else "--out_dir"
+        res = subprocess.run([sys.executable, "-m", "pipeline", *argv, f"{flag}={tmp}/out"], cwd=tmp, env=env,
                              capture_output=True, text=True, timeout=600)
         return res.returncode, res.stderr.strip(), time.perf_counter() - started
 
