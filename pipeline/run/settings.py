@@ -17,6 +17,8 @@ from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_pl
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
 STAGES = ("search", "cls", "seg")
 Stage = Literal["search", "cls", "seg"]
+
+
 def stage_parser(stage: str):
     """The parser of the command that runs ``stage``: ``search``, or ``train --task cls|seg``."""
     if stage == "search":
