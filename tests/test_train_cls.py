@@ -330,7 +330,7 @@ def test_spec_resolution_order(tmp_path):
     assert resolve("--resume", "--arch", str(tmp_path / "run" / "arch.yaml"))[0] == trained
     with pytest.raises(UserError, match="--resume: .*is not the architecture of.*drop --arch"):
         resolve("--resume", "--arch", arch)
-    assert resolve("--no_resume", "--arch", arch)[0] == tiny_spec()         # a fresh run: --arch
+    assert resolve("--resume=false", "--arch", arch)[0] == tiny_spec()         # a fresh run: --arch
     assert resolve()[0] == searched                                        # not resuming: default_arch
     # the real-data config has no default_arch: --arch is required
     with pytest.raises(UserError, match="no architecture given: pass --arch"):

@@ -84,4 +84,8 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     if not cfg["stages"]:
         raise ConfigError("--stages: name at least one of [search, cls, seg], e.g. --stages=[search,cls]")
     cfg["stages"] = [s for s in STAGES if s in cfg["stages"]]
+    from pipeline.train.cli import number_of_devices
+
+    for stage in ("cls", "seg"):
+        number_of_devices(cfg[stage])
     return cfg

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence, Union
 
-from jsonargparse import ActionYesNo
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -103,7 +102,8 @@ class TrainCLI(LightningCLI):
                                  "(seg), else default_arch")
         parser.add_argument("--default_arch", type=Optional[DefaultArch], default=None,
                             help="the architecture when none is given (demo configs); null = --arch is required")
-        parser.add_argument("--resume", action=ActionYesNo, default=False,
+        # `--resume` alone (as before) or `--resume=true|false` (as sweeps and `pipeline run` pass it)
+        parser.add_argument("--resume", type=bool, nargs="?", const=True, default=False,
                             help="continue <out_dir>/<run_name>/last.ckpt")
         if self.task == "cls":
             from pipeline.classification.settings import Augmentation, Optimization
@@ -154,9 +154,19 @@ def parse_config(task: Task, argv: Sequence[str]) -> tuple[dict[str, Any], list]
         raise ConfigError(one_line(e)) from None
     cfg = expand_run_name(as_plain(cli.parser, cli.config))
     check_run_name(cfg["run_name"])
+    number_of_devices(cfg)
     callbacks = cli.config_init.trainer.get("callbacks") or []
     cfg["trainer"].pop("callbacks", None)
     return cfg, list(callbacks) if isinstance(callbacks, list) else [callbacks]
+
+
+def number_of_devices(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``trainer.devices: "2"`` -> 2. Trainer types devices as list[int] | str | int, so jsonargparse
+    reads "2" as the string first; the saved config (and a rerun's comparison with it) says the number."""
+    devices = cfg["trainer"].get("devices")
+    if isinstance(devices, str) and devices.isdigit():
+        cfg["trainer"]["devices"] = int(devices)
+    return cfg
 
 
 def make_parser(task: Task):
