@@ -64,6 +64,7 @@ class EvolutionSettings:
         crossovers: crossed-over children per generation.
         layer_prob: probability of mutating each per-layer choice.
         global_prob: probability of mutating each global choice (depth, width).
+        max_tries: draws for a new child within the limits before a generation gives up on it.
     """
 
     population: PositiveInt = 50
@@ -73,6 +74,7 @@ class EvolutionSettings:
     crossovers: NonNegativeInt = 25
     layer_prob: ClosedUnitInterval = 0.2
     global_prob: ClosedUnitInterval = 0.4
+    max_tries: PositiveInt = 100
 
 
 @dataclass

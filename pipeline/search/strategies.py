@@ -8,24 +8,14 @@ resumed search replay its history from the saved scores.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from pipeline.search.settings import EvolutionSettings
 from pipeline.space import ArchSpec, Limits, SearchSpace
 
 
-@dataclass(frozen=True)
-class EvolutionConfig:
-    """AutoFormer's evolutionary search defaults (population 50, 20 generations, ...)."""
-
-    population: int = 50
-    generations: int = 20
-    parents: int = 10
-    mutations: int = 25
-    crossovers: int = 25
-    layer_prob: float = 0.2
-    global_prob: float = 0.4
-    max_tries: int = 100
+# The evolution's settings are the command's typed option section (one declaration).
+EvolutionConfig = EvolutionSettings
 
 
 class Strategy:
@@ -84,9 +74,9 @@ class EvolutionSearch(Strategy):
     """AutoFormer's evolution: a random first population, then per generation mutations and
     crossovers of the top ``parents`` so far, topped up with random architectures."""
 
-    def __init__(self, space: SearchSpace, limits: Limits, seed: int, config: EvolutionConfig = EvolutionConfig()) -> None:
+    def __init__(self, space: SearchSpace, limits: Limits, seed: int, config: Optional[EvolutionConfig] = None) -> None:
         super().__init__(space, limits, seed)
-        self.cfg = config
+        self.cfg = config or EvolutionConfig()
 
     def _parents(self) -> list[ArchSpec]:
         ranked = sorted(self.scores.items(), key=lambda sv: -sv[1])
