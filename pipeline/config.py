@@ -69,6 +69,18 @@ def find_config(value: str | Path, kind: str) -> Path:
                       f"pass a YAML file or one of: {', '.join(shipped_configs(kind))}")
 
 
+def space_file(name_or_path: str | Path) -> Optional[Path]:
+    """The YAML file of a search space: a preset name (``autoformer_tiny``) or a path; None if neither.
+
+    Here, free of torch, so that the search's options can refuse an unknown space before the
+    space module (and torch) loads; ``SearchSpace.load`` resolves names the same way.
+    """
+    path = resolve_path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / "spaces" / f"{name_or_path}.yaml"
+    return path if path.is_file() else None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from a file (shipped paths resolved), as plain data."""
     path = resolve_path(path)

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Sequence
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
-                             expand_run_name, parse, resolve_path, shipped_configs)
+                             expand_run_name, parse, shipped_configs, space_file)
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
 
@@ -163,10 +163,7 @@ def check_space_and_probe(cfg: dict[str, Any]) -> None:
     """The space names a preset or a file (as ``SearchSpace.load`` resolves it) and a folder probe
     has its root: refused here, before torch loads, rather than after."""
     space = str(cfg["space"])
-    path = resolve_path(space)
-    if not path.suffix:
-        path = CONFIG_DIR / "spaces" / f"{space}.yaml"
-    if not path.is_file():
+    if space_file(space) is None:
         raise ConfigError(f"--space: unknown search space {space!r}; presets: {', '.join(shipped_configs('spaces'))} "
                           "(or give a path to a space YAML file)")
     if cfg["probe"]["source"] == "folder" and not cfg["probe"].get("root"):

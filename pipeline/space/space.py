@@ -128,12 +128,10 @@ class SearchSpace:
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
         """Load a preset by name (``autoformer_tiny``) or a YAML file by path."""
-        from pipeline.config import resolve_path
+        from pipeline.config import space_file
 
-        path = resolve_path(name_or_path)
-        if not path.suffix:
-            path = SPACES_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
+        path = space_file(name_or_path)
+        if path is None:
             raise SpecError(f"unknown search space {str(name_or_path)!r}; presets: {available_spaces()} "
                             f"(or give a path to a space YAML file)")
         return cls.from_dict(yaml.safe_load(path.read_text()), name=path.stem)
