@@ -39,6 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))   # after PYTHONPATH: another checkout can be measured with this script
 
+from pipeline.classification.task import ClassificationTask  # noqa: E402
 from pipeline.config import CONFIG_DIR, ConfigError  # noqa: E402
 from pipeline.space import ArchSpec, SearchSpace  # noqa: E402
 
@@ -58,22 +59,17 @@ def train_config(task: str, argv: list[str]) -> dict[str, Any]:
 
 
 def run_trainer(cfg: dict[str, Any], run_dir: Path, monitor: str, timer: "StepTimer"):
-    """The Trainer `python -m pipeline train` builds (pipeline.train.runner.train: CSV logger,
-    learning-rate monitor, RNG state, progress bar, best/last checkpoints), plus the step timer."""
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    """The Trainer `python -m pipeline train` builds (its CSV logger and
+    pipeline.train.runner.training_callbacks), plus the step timer."""
     from lightning.pytorch.loggers import CSVLogger
 
     from pipeline.config import make_trainer
-    from pipeline.train.progress import progress_bar
-    from pipeline.train.rng import RngState
+    from pipeline.train.runner import training_callbacks
 
-    best = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode="max", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [LearningRateMonitor(logging_interval="step"), RngState(), *progress_bar(cfg["trainer"]), best, last,
-                 lightning_timer_callback(timer)]
-    return make_trainer(cfg, run_dir, logger=[CSVLogger(save_dir=str(run_dir), name="csv")], callbacks=callbacks,
-                        default_root_dir=str(run_dir), enable_model_summary=False, enable_checkpointing=True)
+    callbacks, _ = training_callbacks(cfg, run_dir, monitor)
+    return make_trainer(cfg, run_dir, logger=[CSVLogger(save_dir=str(run_dir), name="csv")],
+                        callbacks=[*callbacks, lightning_timer_callback(timer)], default_root_dir=str(run_dir),
+                        enable_model_summary=False, enable_checkpointing=True)
 
 
 def sync(device: str) -> None:
@@ -201,22 +197,10 @@ def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str
     return dict(cfg=cfg, spec=spec, dm=dm, warmup=warmup, steps=steps, device=device)
 
 
-def cls_module(cfg: dict[str, Any], spec: ArchSpec, batch_size: int, classes: list[str]):
-    """The ClassificationModule `train --task cls` builds (pipeline.classification.task.ClassificationTask.build)."""
-    from pipeline.classification import ClassificationModule
-    from pipeline.classification.settings import MIXUP_KEYS
-    from pipeline.train.runner import resolve_fused
-
-    optim, aug = cfg["optim"], cfg["aug"]
-    return ClassificationModule(spec, **cfg["model"], **{k: v for k, v in optim.items() if k != "fused"},
-                                fused=resolve_fused(optim["fused"]), **{k: aug[k] for k in MIXUP_KEYS},
-                                batch_size=batch_size, init_seed=int(cfg["seed_everything"] or 0), class_names=classes)
-
-
 def run_ours_cls(s: dict[str, Any]) -> float:
     """Our module and datamodule inside the `train --task cls` Trainer."""
     cfg, dm = copy.deepcopy(s["cfg"]), s["dm"]
-    module = cls_module(cfg, s["spec"], dm.batch_size, dm.check())
+    module = ClassificationTask.module(cfg, s["spec"], dm.batch_size, dm.check())
     timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, s["device"])
     cfg["trainer"].update(max_epochs=1, limit_train_batches=s["warmup"] + s["steps"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,7 +218,8 @@ def run_reference_cls(s: dict[str, Any]) -> float:
 
     cfg, dm, device = s["cfg"], s["dm"], s["device"]
     # The module only as a factory of the identical network, optimiser, schedule and losses.
-    factory = cls_module(dict(cfg, model=dict(cfg["model"], compile=False)), s["spec"], dm.batch_size, dm.check())
+    factory = ClassificationTask.module(dict(cfg, model=dict(cfg["model"], compile=False)), s["spec"], dm.batch_size,
+                                        dm.check())
     model, mixup, loss_fn = factory.net.to(device), factory.mixup_fn, factory.train_loss_fn
     compile_opts = cfg["model"].get("compile")   # resolved by train_config (auto = on CUDA)
     if compile_opts:   # as our module does
@@ -320,18 +305,12 @@ def run_ours_seg(s: dict[str, Any]) -> float:
     from lightning.pytorch import seed_everything
 
     from pipeline.segmentation.datamodule import SegDataModule
-    from pipeline.segmentation.module import SegmentationModule
-    from pipeline.train.runner import resolve_fused
+    from pipeline.segmentation.task import SegmentationTask
 
     cfg = copy.deepcopy(s["cfg"])
     seed = int(cfg["seed_everything"] or 0)
     seed_everything(seed, verbose=False)
-    # as pipeline.segmentation.task.SegmentationTask.build
-    trainer_args = {k: cfg["trainer"].get(k) for k in ("accelerator", "devices", "num_nodes", "max_steps")}
-    module = SegmentationModule(s["spec"].to_dict(), [str(c) for c in s["meta"]["classes"]], s["meta"]["palette"],
-                                crop_size=cfg["data"]["crop_size"], **cfg["model"],
-                                optim=dict(cfg["optim"], fused=resolve_fused(cfg["optim"]["fused"])),
-                                evaluation=cfg["eval"], trainer=trainer_args)
+    module = SegmentationTask.module(cfg, s["spec"], [str(c) for c in s["meta"]["classes"]], s["meta"]["palette"])
     dm = SegDataModule(**cfg["data"], seed=seed)
     timer = StepTimer(s["warmup"], s["steps"], s["batch"], s["device"])
     cfg["trainer"].update(max_steps=s["warmup"] + s["steps"], limit_val_batches=0, num_sanity_val_steps=0)

@@ -23,15 +23,14 @@ class ClassificationTask:
     monitor = "val/top1"
 
     def build(self, cfg: dict[str, Any], spec: ArchSpec, source: str) -> Built:
-        from pipeline.classification import ClassificationDataModule, ClassificationModule
+        from pipeline.classification import ClassificationDataModule
         from pipeline.classification.settings import MIXUP_KEYS
-        from pipeline.train.runner import resolve_fused
 
         if spec.in_chans != 3:
             raise SpecError(f"spec {source} has in_chans={spec.in_chans}; the image data is RGB (3 channels)")
         from pipeline.data import DataError
 
-        data, aug, optim, model = cfg["data"], cfg["aug"], cfg["optim"], cfg["model"]
+        data, aug = cfg["data"], cfg["aug"]
         try:
             dm = ClassificationDataModule(**{**data, "image_size": data.get("image_size") or spec.img_size},
                                           aug={k: v for k, v in aug.items() if k not in MIXUP_KEYS})
@@ -41,10 +40,7 @@ class ClassificationTask:
         except (TypeError, ValueError, KeyError, AssertionError) as e:  # timm asserts on unknown augmentation names
             raise ConfigError(f"invalid data/aug settings: {type(e).__name__}: {e}") from None
         try:
-            module = ClassificationModule(
-                spec, **model, **{k: v for k, v in optim.items() if k != "fused"},
-                fused=resolve_fused(optim["fused"]), **{k: aug[k] for k in MIXUP_KEYS},
-                batch_size=dm.batch_size, init_seed=int(cfg["seed_everything"] or 0), class_names=classes)
+            module = self.module(cfg, spec, dm.batch_size, classes)
             module.check_optimisation(int(cfg["trainer"].get("max_epochs") or 1))
         except (SpecError, ConfigError):
             raise
@@ -64,6 +60,20 @@ class ClassificationTask:
         note = (f"architecture: {spec.short()} ({count_params(spec) / 1e6:.2f}M params, "
                 f"{count_flops(spec) / 1e6:.1f}M FLOPs) from {source}")
         return Built(spec, module, dm, notes=[note])
+
+    @staticmethod
+    def module(cfg: dict[str, Any], spec: ArchSpec, batch_size: int, classes: list[str]):
+        """The ClassificationModule of a resolved config: ``model``, ``optim`` and the batch-mixing
+        part of ``aug``, seeded by ``seed_everything``."""
+        from pipeline.classification import ClassificationModule
+        from pipeline.classification.settings import MIXUP_KEYS
+        from pipeline.train.runner import resolve_fused
+
+        optim, aug = cfg["optim"], cfg["aug"]
+        return ClassificationModule(spec, **cfg["model"], **{k: v for k, v in optim.items() if k != "fused"},
+                                    fused=resolve_fused(optim["fused"]), **{k: aug[k] for k in MIXUP_KEYS},
+                                    batch_size=batch_size, init_seed=int(cfg["seed_everything"] or 0),
+                                    class_names=classes)
 
     def validate(self, trainer, built: Built, best: str) -> dict[str, float]:
         if best:

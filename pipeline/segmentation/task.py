@@ -49,8 +49,6 @@ class SegmentationTask:
         from pipeline.segmentation.datamodule import SegDataModule
         from pipeline.segmentation.datasets import check_split, dataset_meta, resolve_root
         from pipeline.segmentation.model import norm_type
-        from pipeline.segmentation.module import SegmentationModule
-        from pipeline.train.runner import resolve_fused
 
         d, model = cfg["data"], cfg["model"]
         meta = dataset_meta(d["type"])
@@ -60,12 +58,8 @@ class SegmentationTask:
         if int(d["batch_size"]) < 2 and norm_type(model, cfg["trainer"]) == "BN":
             raise ConfigError("data.batch_size=1 with BN in the heads: UPerHead's 1x1 pyramid pooling needs "
                               "at least 2 images per batch; use --data.batch_size>=2 (or SyncBN across GPUs)")
-        optim = dict(cfg["optim"], fused=resolve_fused(cfg["optim"]["fused"]))
-        trainer = {k: cfg["trainer"].get(k) for k in ("accelerator", "devices", "num_nodes", "max_steps")}
         try:
-            module = SegmentationModule(spec.to_dict(), classes, meta["palette"], val_size=reports["val"].num_images,
-                                        crop_size=d["crop_size"], **model, optim=optim, evaluation=cfg["eval"],
-                                        trainer=trainer)
+            module = self.module(cfg, spec, classes, meta["palette"], val_size=reports["val"].num_images)
         except ValueError as e:
             raise UserError(f"cannot build the segmentor: {e}") from e
         ckpt = cfg.get("backbone_ckpt")
@@ -83,6 +77,19 @@ class SegmentationTask:
         baseline = majority_baseline(reports["train"].label_pixels, reports["val"].label_pixels, classes)
         return Built(spec, module, datamodule, notes=notes,
                      extra={"baseline": baseline, "init_report": init_report})
+
+    @staticmethod
+    def module(cfg: dict[str, Any], spec: ArchSpec, classes: list[str], palette: list[list[int]], val_size: int = 0):
+        """The SegmentationModule of a resolved config: ``model``, ``optim``, ``eval``, the crop size,
+        and the Trainer settings the heads' norm and the schedule depend on."""
+        from pipeline.segmentation.module import SegmentationModule
+        from pipeline.train.runner import resolve_fused
+
+        optim = dict(cfg["optim"], fused=resolve_fused(cfg["optim"]["fused"]))
+        trainer = {k: cfg["trainer"].get(k) for k in ("accelerator", "devices", "num_nodes", "max_steps")}
+        return SegmentationModule(spec.to_dict(), classes, palette, val_size=val_size,
+                                  crop_size=cfg["data"]["crop_size"], **cfg["model"], optim=optim,
+                                  evaluation=cfg["eval"], trainer=trainer)
 
     def validate(self, trainer, built: Built, best: str) -> dict[str, float]:
         trainer.validate(built.module, datamodule=built.datamodule, ckpt_path=best or None, verbose=False)

@@ -214,15 +214,34 @@ def check_resumable(ckpt_path: Path, spec: ArchSpec) -> None:
 
 
 # ---------------------------------------------------------------------------- the run
+def training_callbacks(cfg: dict[str, Any], run_dir: Path, monitor: str, checkpoints: bool = True):
+    """The callbacks of every training run, and its ``best.ckpt`` checkpointer (None without checkpoints).
+
+    Learning-rate monitor, the random state in checkpoints, the progress bar; ``best.ckpt`` on
+    ``monitor`` (max) and ``last.ckpt`` at every validation (what ``--resume`` continues;
+    Lightning's ``save_last`` only rewrites it when ``best.ckpt`` improves), after ``best.ckpt``
+    so that it holds its updated score.
+    """
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from pipeline.train.progress import progress_bar
+    from pipeline.train.rng import RngState
+
+    callbacks = [LearningRateMonitor(logging_interval="step"), RngState(), *progress_bar(cfg["trainer"])]
+    if not checkpoints:
+        return callbacks, None
+    best = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode="max", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False)
+    return [*callbacks, best, last], best
+
+
 def train(task, cfg: dict[str, Any], callbacks: list) -> int:
     """Run one retraining of ``task`` (a :class:`pipeline.train.task.TrainingTask`) with ``cfg``."""
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from pipeline.data import DataError
     from pipeline.tracking import record_handoff, wandb_logger
-    from pipeline.train.progress import progress_bar
-    from pipeline.train.rng import RngState
 
     started = time.time()
     quiet_lightning()
@@ -250,14 +269,7 @@ def train(task, cfg: dict[str, Any], callbacks: list) -> int:
         if wb:
             loggers.append(wb)
         smoke = bool(cfg["trainer"].get("fast_dev_run"))   # one batch per loop, no checkpoint
-        best_ckpt = ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=task.monitor, mode="max",
-                                    save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
-        # last.ckpt at every validation (what --resume continues; Lightning's save_last only
-        # rewrites it when best.ckpt improves); after best_ckpt, so it holds its updated score.
-        last_ckpt = ModelCheckpoint(dirpath=str(run_dir), filename="last", save_top_k=1,
-                                    enable_version_counter=False)
-        ours = [LearningRateMonitor(logging_interval="step"), RngState(), *progress_bar(cfg["trainer"])]
-        ours += [] if smoke else [best_ckpt, last_ckpt]
+        ours, best_ckpt = training_callbacks(cfg, run_dir, task.monitor, checkpoints=not smoke)
         trainer = make_trainer(cfg, run_dir, logger=loggers, callbacks=[*callbacks, *ours],
                                default_root_dir=str(run_dir), enable_model_summary=False,
                                enable_checkpointing=not smoke)
@@ -277,7 +289,7 @@ def train(task, cfg: dict[str, Any], callbacks: list) -> int:
             if trainer.global_rank == 0:
                 print(f"fast_dev_run passed (one batch per loop); no checkpoint written to {run_dir}")
             return 0
-        best = best_ckpt.best_model_path
+        best = best_ckpt.best_model_path   # (a fast_dev_run, without checkpoints, returned above)
         metrics = task.validate(trainer, built, best)
         if trainer.global_rank == 0:
             summary, produced, lines = task.finish(trainer, built, run_dir, metrics)
