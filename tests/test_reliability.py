@@ -175,7 +175,7 @@ def test_rank_zero_decides_and_every_rank_raises_its_error(tmp_path):
 
 # ----------------------------------------------------------------------------- classification, 2 processes
 JOB_SCRIPT = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -192,6 +192,8 @@ class DumpWeights(pl.Callback):   # each rank's weights after training, to compa
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if os.environ.get("STEP_SLEEP"):   # slower steps, so that a kill lands mid-epoch (results unchanged)
             time.sleep(float(os.environ["STEP_SLEEP"]))
+        if trainer.global_step == int(os.environ.get("KILL_AT_STEP", -1)):   # kill -9 at an exact step
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Trainer(pl.Trainer):        # what the commands build, plus the dump
@@ -446,29 +448,52 @@ def test_seg_on_two_processes_ranks_agree_and_validation_matches_one_process(tmp
 
 
 @pytest.mark.slow
-def test_seg_killed_then_resumed_finishes_from_the_last_validation(tmp_path):
+def test_seg_killed_then_resumed_ends_bit_identical(tmp_path):
+    """Iteration-based: 8 steps of 2 images over 8 scenes (4 per epoch), last.ckpt at every 2nd step.
+
+    Killed at step 3 (mid-epoch 0, resumes from step 2), step 4 (just after the epoch's end was
+    saved) and step 7 (mid-epoch 1, with a worker process): every resumed run ends with the weights,
+    checkpoint and metrics of the uninterrupted single-process run.
+    """
     spec = ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32, patch_size=4,
                     num_classes=10, space="demo")
     spec.save(tmp_path / "arch.yaml")
-    run_dir = tmp_path / "seg"
-    args = ["train", "--task", "seg", "--arch", str(tmp_path / "arch.yaml"), f"--data.data_root={seg_data(tmp_path)}",
-            f"--out_dir={tmp_path}", "--run_name=seg", "--trainer.max_steps=8", "--trainer.val_check_interval=2",
-            "--data.batch_size=2", "--data.num_workers=0", "--trainer.accelerator=cpu", "--wandb.mode=disabled",
-            "--eval.log_images=0"]
-    env = {**os.environ, **ENV1, "WANDB_MODE": "offline", "DUMP_DIR": str(tmp_path), "STEP_SLEEP": "0.3"}
-    (tmp_path / "job.py").write_text(JOB_SCRIPT)
-    saved = lambda: (run_dir / "last.ckpt").is_file() and \
-        torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] >= 4  # noqa: E731
-    kill_when([sys.executable, str(tmp_path / "job.py"), *args], saved, env)   # after the step-4/6 validation
-    assert not (run_dir / "metrics.json").exists()
-    assert_no_partial_files(run_dir)
+    root = seg_data(tmp_path)
+
+    def args(name: str, workers: int) -> list[str]:
+        return ["train", "--task", "seg", "--arch", str(tmp_path / "arch.yaml"), f"--data.data_root={root}",
+                f"--out_dir={tmp_path}", f"--run_name={name}", "--trainer.max_steps=8",
+                "--trainer.val_check_interval=2", "--data.batch_size=2", f"--data.num_workers={workers}",
+                "--trainer.accelerator=cpu", "--wandb.mode=disabled", "--eval.log_images=0"]
+
+    def outcome(run_dir: Path) -> tuple[dict, dict, dict]:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return (torch.load(run_dir / "rank0.pt"), weights(run_dir / "last.ckpt"),
+                {k: metrics[k] for k in ("steps", "mIoU", "aAcc", "mAcc", "per_class_IoU")})
+
     t0 = time.time()
-    again = run_script(tmp_path, [*args, "--resume"], STEP_SLEEP="0.3")
-    assert again.returncode == 0, again.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["steps"] == 8 and torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 8
-    assert_no_partial_files(run_dir)
-    print(f"\n[fault] seg kill -9 after a mid-run validation: resumed, {time.time() - t0:.1f} s to finish")
+    ref = run_script(tmp_path, args("ref", 0), DUMP_DIR=str(tmp_path / "ref"))
+    t_ref = time.time() - t0
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    expected = outcome(tmp_path / "ref")
+    for kill_at, saved_at, workers in ((3, 2, 0), (4, 4, 0), (7, 6, 1)):
+        name = f"killed{kill_at}"
+        run_dir = tmp_path / name
+        killed = run_script(tmp_path, args(name, workers), KILL_AT_STEP=str(kill_at))
+        assert killed.returncode == -9, killed.stderr[-3000:]
+        assert torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == saved_at
+        assert not (run_dir / "metrics.json").exists()
+        assert_no_partial_files(run_dir)
+        t0 = time.time()
+        again = run_script(tmp_path, [*args(name, workers), "--resume"], DUMP_DIR=str(run_dir))
+        assert again.returncode == 0, again.stderr[-3000:]
+        got = outcome(run_dir)
+        for what, a, b in (("final weights", expected[0], got[0]), ("last.ckpt", expected[1], got[1])):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (kill_at, what)
+        assert got[2] == expected[2], kill_at
+        assert_no_partial_files(run_dir)
+        print(f"\n[fault] seg kill -9 at step {kill_at} (last.ckpt of step {saved_at}, {workers} workers): "
+              f"resumed in {time.time() - t0:.1f} s, bit-identical (uninterrupted run {t_ref:.1f} s)")
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ The pipelines are mmseg's standard ones, built from the ``data`` section of our 
 ADE20K's ``reduce_zero_label`` is a dataset setting that ``LoadAnnotations`` picks up. Batches
 are mmengine's ``pseudo_collate`` lists (``inputs``: uint8 CHW tensors, ``data_samples``:
 ``SegDataSample``), which the segmentor's ``SegDataPreProcessor`` normalises, pads and stacks.
-Under DDP Lightning shards both loaders with a ``DistributedSampler``. ``num_workers`` and
+Under DDP each process trains on its share of every epoch (the training loader's own
+``DistributedSampler``) and Lightning shards the validation loader. ``num_workers`` and
 ``pin_memory`` may be ``auto`` (sized from the machine, see :mod:`pipeline.data.loading`).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pipeline.compat  # noqa: F401  (mmcv.ops stand-in before mmseg)
 from mmengine.dataset import pseudo_collate
 
 from pipeline.data.loading import resolve_pin_memory, resolve_workers, trainer_placement
+from pipeline.data.resumable import ResumableLoader
 from pipeline.segmentation.datasets import build_dataset, resolve_root
 
 
@@ -86,7 +88,8 @@ class SegDataModule(LightningDataModule):
         num_workers: loader processes per device; auto = sized from the CPU cores.
         pin_memory: pin host memory; auto = when training on CUDA.
         validate: check the files before training: full (sizes + mask labels), sizes, or off.
-        seed: seeds the training order.
+        seed: the training order and the augmentation draws (each a function of seed, epoch and
+                image, so a resumed run sees what an uninterrupted one would).
     """
 
     def __init__(self, type: str = "DemoSegDataset", data_root: Optional[str] = None,
@@ -124,12 +127,18 @@ class SegDataModule(LightningDataModule):
     def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
         processes, on_cuda = trainer_placement(self.trainer)
         workers = resolve_workers(self.cfg.get("num_workers", 0), processes)
-        gen = torch.Generator()
-        gen.manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
-                          num_workers=workers, persistent_workers=workers > 0, collate_fn=pseudo_collate,
-                          generator=gen if train else None,
-                          pin_memory=resolve_pin_memory(self.cfg.get("pin_memory", False), on_cuda))
+        kwargs = dict(num_workers=workers, persistent_workers=workers > 0, collate_fn=pseudo_collate,
+                      pin_memory=resolve_pin_memory(self.cfg.get("pin_memory", False), on_cuda))
+        if not train:
+            # Its own generator: a DataLoader draws its workers' base seed when an iterator starts,
+            # from torch's global generator otherwise, which would move the training's dropout masks
+            # by the number of validations (and differ after a resume or with persistent workers).
+            return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                              generator=torch.Generator().manual_seed(self.seed), **kwargs)
+        # Checkpoints fall at validations inside an epoch (iteration-based schedules): a loader
+        # that resumes mid-epoch with the same order and augmentations (pipeline.data.resumable).
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        return ResumableLoader(dataset, batch_size, seed=self.seed, num_replicas=world, rank=rank, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, int(self.cfg["batch_size"]), True)
