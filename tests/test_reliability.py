@@ -211,7 +211,10 @@ if os.environ.get("NAN_ON_RANK"):   # a rank-local fault: this rank's loss turns
         return step(self, batch, batch_idx)
 
     ClassificationModule.training_step = faulty
-sys.exit(main(sys.argv[1:]))
+argv = sys.argv[1:]
+if os.environ.get("LOCAL_RANK", "0") == os.environ.get("MISSING_ON_RANK"):   # this rank's disk lacks the data
+    argv = [a + "-missing" if a.startswith("--data.root=") else a for a in argv]
+sys.exit(main(argv))
 """
 
 
@@ -298,6 +301,29 @@ def test_cls_nonfinite_loss_on_one_rank_stops_every_rank_with_one_error(tmp_path
     assert lines[0].startswith("error: the training loss became NaN") and "lower --optim.lr" in lines[0]
     assert seconds < 200
     print(f"\n[fault] NaN loss on rank 1 of 2: both ranks exited with the error after {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_cls_data_missing_on_one_rank_ends_every_rank_with_its_error(tmp_path):
+    """A fault before the process group exists: rank 1 (started by Lightning's launcher) finds no data.
+
+    It prints its one-line error and exits 2; rank 0, waiting for rank 1 to connect, is ended by
+    the launcher's watch over its child processes (every 5 s): no hang. Rank 0 has written only the
+    complete arch.yaml and config.yaml, and the command runs again in the same folder.
+    """
+    start = time.time()
+    res = run_script(tmp_path, cls_args(tmp_path, 2, "missing"), timeout=240, MISSING_ON_RANK="1")
+    seconds = time.time() - start
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert res.returncode != 0 and len(errors) == 1, res.stderr[-3000:]
+    assert errors[0].startswith(f"error: data root {tmp_path / 'data'}-missing does not exist"), errors[0]
+    assert sorted(p.name for p in (tmp_path / "out" / "missing").iterdir()) == ["arch.yaml", "config.yaml"]
+    assert seconds < 200
+    print(f"\n[fault] data missing on rank 1 of 2: exit {res.returncode} after {seconds:.1f} s; {errors[0]}")
+    # the data back in place: the same command (here on one process) runs in the same folder
+    again = run_script(tmp_path, cls_args(tmp_path, 1, "missing"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "out" / "missing" / "model.pt").is_file()
 
 
 # ----------------------------------------------------------------------------- kill -9 and resume

@@ -17,10 +17,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 
 from .errors import DataError
 
-LAYOUT = """expected the ImageNet folder layout:
-    root/train/<class>/*.JPEG
-    root/val/<class>/*.JPEG
-(one sub-folder per class; the same class names in every split)"""
+LAYOUT = ("expected the ImageNet folder layout root/train/<class>/*.JPEG and root/val/<class>/*.JPEG "
+          "(one sub-folder per class, the same classes in every split)")
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -8,8 +8,9 @@ implementations give the same matrix:
 * :func:`empirical_ntk` - one batched forward and one batched backward. Parameters are frozen
   so autograd only propagates activation gradients; hooks catch each layer's input and output
   gradient, form that layer's *per-sample* parameter gradients and add their Gram matrix to
-  Theta, then drop them. Peak extra memory is one layer's per-sample gradients (further capped
-  by splitting a linear layer's rows), never N x P.
+  Theta, then drop them. Per-sample gradients are held one layer at a time (further capped by
+  splitting a linear layer's rows), never N x P. Measured (benchmarks/ntk_speed.py), the peak is
+  one forward+backward's plus 9-14%: activation-sized temporaries of the closed forms, not blocks.
 
 Linear layers (almost all parameters) and LayerNorms use closed forms (``dW_i = G_i^T X_i``)
 inside the backward pass. Every other module that owns parameters (convolutions, class token,
