@@ -81,6 +81,9 @@ ROWS = [
     row("train-cls-folder-missing", ["train", "--task", "cls", "--data.source=folder", "--data.root=/no/such/data"],
         "data root /no/such/data does not exist or is not a folder; expected the ImageNet folder layout",
         LIGHTNING_S),
+    row("train-seg-root-missing", ["train", "--task", "seg", "--data.data_root=/no/such/scenes"],
+        "dataset root /no/such/scenes does not exist or is not a folder (data.data_root); expected layout: "
+        "/no/such/scenes/images/training/**/*", LIGHTNING_S),
     row("train-seg-literal", ["train", "--task", "seg", "--eval.mode=foo"], "--eval.mode: expected Literal",
         LIGHTNING_S),
     row("train-seg-real-data-without-arch", ["train", "--task", "seg", "--config", "seg_ade20k"],

@@ -87,13 +87,13 @@ class SplitReport:
 
 
 def layout_text(cfg: dict[str, Any], data_root: Path) -> str:
-    lines = []
+    """The expected folders, on one line (error messages are one line)."""
+    parts = []
     for split in ("train", "val"):
         pre = cfg["data_prefix"][split]
-        lines.append(f"    {data_root / pre['img_path']}/**/*{cfg.get('img_suffix') or '<img_suffix>'}")
-        lines.append(f"    {data_root / pre['seg_map_path']}/**/*{cfg.get('seg_map_suffix') or '<seg_map_suffix>'}"
-                     "   (same relative name, one class index per pixel)")
-    return "expected layout:\n" + "\n".join(lines)
+        parts.append(f"{data_root / pre['img_path']}/**/*{cfg.get('img_suffix') or '<img_suffix>'} with masks "
+                     f"{data_root / pre['seg_map_path']}/**/*{cfg.get('seg_map_suffix') or '<seg_map_suffix>'}")
+    return "expected layout: " + " and ".join(parts) + " (same relative names, one class index per pixel)"
 
 
 def _check_pair(img_path: str, seg_path: str, allowed: np.ndarray,
