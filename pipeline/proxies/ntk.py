@@ -10,7 +10,9 @@ implementations give the same matrix:
   gradient, form that layer's *per-sample* parameter gradients and add their Gram matrix to
   Theta, then drop them. Per-sample gradients are held one layer at a time (further capped by
   splitting a linear layer's rows), never N x P. Measured (benchmarks/ntk_speed.py), the peak is
-  one forward+backward's plus 9-14%: activation-sized temporaries of the closed forms, not blocks.
+  one ordinary forward+backward's plus 8-14%: the hooks hold each layer's input until its backward
+  (what autograd saves for weight gradients, which frozen parameters would otherwise not need), and
+  the per-sample blocks come on top, each at most ``max_chunk_elems``.
 
 Linear layers (almost all parameters) and LayerNorms use closed forms (``dW_i = G_i^T X_i``)
 inside the backward pass. Every other module that owns parameters (convolutions, class token,
