@@ -15,10 +15,8 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from pipeline.models.complexity import count_flops, count_params
-from pipeline.resources import shipped
 from pipeline.space.spec import ArchSpec, SpecError
 
-SPACES_DIR = shipped("configs", "spaces")
 GRANULARITIES = ("layer", "stage", "global")
 FIXED_KEYS = ("img_size", "patch_size", "patch_stride", "in_chans", "num_classes", "head_dim",
               "rel_pos", "rel_pos_max", "global_pool")
@@ -361,4 +359,7 @@ def _product(lists: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
 
 
 def available_spaces() -> list[str]:
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    """Names of the shipped space presets (the files ``space_file`` resolves names to)."""
+    from pipeline.config import shipped_configs
+
+    return shipped_configs("spaces")
