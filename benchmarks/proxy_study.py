@@ -194,6 +194,13 @@ def main() -> int:
             for cname, parts in combos.items():
                 if all(p in vals for p in parts):
                     vals[cname] = sum(log_rank(vals[p]) for p in parts)
+            # The normalised kernel's trace is the number of weight tensors T, so its mean log
+            # eigenvalue carries log T (a depth count). Structure alone, and the kernel without it:
+            log_t, log_f = np.log(vals["n_weight_tensors"]), np.log(vals["flops"])
+            vals["logT+1logF (structure only)"] = log_t + log_f
+            for n in (2, 3, 5):
+                if f"vintk_identity_{n}seeds" in vals:
+                    vals[f"vintk_identity_{n}seeds-logT+1logF"] = vals[f"vintk_identity_{n}seeds"] - log_t + log_f
             gt = np.array([t[f"gt_{metric}"] for t in sub])
             params = np.array([t["params"] for t in sub])
             for name, res in evaluate(vals, gt, params).items():
