@@ -249,3 +249,5 @@ def test_vintk_flops_is_seed_averaged_logdet_of_the_reference_kernel_plus_log_fl
     assert one_seed.value == pytest.approx(expected[0], rel=1e-4, abs=1e-4)
     with pytest.raises(ValueError, match="seeds is empty"):
         compute_proxy("vintk_flops", spec, x, y, options={"seeds": []})
+    with pytest.raises(ValueError, match="seeds must be a list of integer"):
+        compute_proxy("vintk_flops", spec, x, y, options={"seeds": "abc"})

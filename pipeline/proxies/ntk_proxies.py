@@ -175,6 +175,9 @@ VINTK_FLOPS_DEFAULTS = dict(views=["identity"], statistic="logdet", seeds=[0, 1,
 def seed_averaged_statistic(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device,
                             views: Sequence[str], statistic: str, seeds: Sequence[int], **opts) -> float:
     """ViNTK's statistic (views summed with equal weight) averaged over initialisations ``seed + s``."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a list of integer initialisation offsets, e.g. [0, 1, 2]; got {seeds!r}")
     if not seeds:
         raise ValueError("seeds is empty; give at least one initialisation offset, e.g. [0]")
     values = [vintk_score(kernel(spec, images, labels, seed=seed + int(s), device=device, views=views, **opts),
