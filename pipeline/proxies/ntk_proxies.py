@@ -161,8 +161,9 @@ def vintk(spec, images, labels, *, seed, device, views, statistic, combine, weig
 # kernel statistic is the mean log eigenvalue of the Adam-normalised weight NTK on the probe
 # images (the Fourier top band lowered the ranking on both files), averaged over three
 # initialisations (one initialisation's ranking is noisy: single seeds ranged 0.09-0.24 on the
-# same criterion; 3 scored 0.282 on tune against 0.267 for 2, and cost 1.48x the previous
-# ViNTK, inside the 2x limit), plus log multiply-adds. Both terms are logarithms, so the score is
+# same criterion; 3 scored 0.282 on tune against 0.267 for 2, and cost 1.36x (1 thread) / 1.64x
+# (2 threads) the previous ViNTK per AutoFormer-T candidate, inside the 2x limit:
+# benchmarks/proxy_cost.py), plus log multiply-adds. Both terms are logarithms, so the score is
 # the log of (geometric-mean kernel eigenvalue x compute) and needs no reference population,
 # unlike rank aggregation. Each weight tensor adds trace 1 to the normalised kernel, so the
 # kernel term carries log(number of weight tensors), i.e. depth: docs/proxies.md measures how
