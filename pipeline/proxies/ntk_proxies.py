@@ -181,7 +181,7 @@ def seed_averaged_statistic(spec: ArchSpec, images: torch.Tensor, labels: torch.
         raise ValueError(f"seeds must be a list of integer initialisation offsets, e.g. [0, 1, 2]; got {seeds!r}")
     if not seeds:
         raise ValueError("seeds is empty; give at least one initialisation offset, e.g. [0]")
-    values = [vintk_score(kernel(spec, images, labels, seed=seed + int(s), device=device, views=views, **opts),
+    values = [vintk_score(kernel(spec, images, labels, seed=seed + s, device=device, views=views, **opts),
                           len(views), statistic, "sum", None) for s in seeds]
     return sum(values) / len(values)
 
