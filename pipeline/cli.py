@@ -8,6 +8,8 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
+from pipeline.errors import ConfigError, UserError
+
 COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
     # name: (help, "module:function" running it, "module:function" parsing its arguments first).
     # The parsers import no torch or Lightning, so a bad option is refused in a fraction of a second;
@@ -20,10 +22,6 @@ COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
     "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run.command:run",
             "pipeline.run.settings:parse_config"),
 }
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one clear message, exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +71,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _user_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean bad input (one line, exit 2). SpecError counts once its module is
     loaded (importing it here would import torch before the first option is checked)."""
-    from pipeline.config import ConfigError
-
     spec = sys.modules.get("pipeline.space.spec")
     return (UserError, ConfigError) + ((spec.SpecError,) if spec is not None else ())

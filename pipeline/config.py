@@ -25,15 +25,12 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
+from pipeline.errors import ConfigError
 from pipeline.resources import shipped
 from pipeline.utils.io import atomic_write_text
 
 PACKAGE_DIR = shipped()
 CONFIG_DIR = shipped("configs")  # the shipped configs; `configs/...` paths fall back to them
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used as given."""
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 
 @dataclass

@@ -11,7 +11,7 @@ from lightning.pytorch import Callback, Trainer
 from conftest import REPO, run_cli
 from pipeline.classification import ClassificationDataModule, ClassificationModule
 from pipeline.classification.module import use_fused
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.data import loading
 from pipeline.space import ArchSpec

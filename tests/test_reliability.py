@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, run_cli
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.data.paths import SHIPPED_DATA_DIR
 from pipeline.space import ArchSpec, SearchSpace, SpecError
 from pipeline.utils.io import atomic_write_text

@@ -89,7 +89,7 @@ def test_run_help_and_bad_override():
 
 
 def test_search_refuses_to_mix_scores_of_another_proxy(tmp_path):
-    from pipeline.cli import UserError
+    from pipeline.errors import UserError
     from pipeline.search.command import check_resumable
     from pipeline.search.settings import parse_config as parse_search
 

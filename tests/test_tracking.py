@@ -1,7 +1,7 @@
 """W&B mode: offline by default, online when logged in, never a prompt."""
 import pytest
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.tracking import wandb_logger
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import REPO, offline_artifact_has, run_cli
 from pipeline.classification import ClassificationModule, load_backbone, load_exported
 from pipeline import cli
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.data import DemoClassification
 from pipeline.models import build_model

@@ -17,7 +17,7 @@ from conftest import REPO, offline_artifact_has, run_cli
 
 import pipeline.segmentation  # noqa: F401  (compat + registrations)
 from pipeline import cli
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.models.build import build_model
 from pipeline.segmentation.backbone import SpecViT, resize_abs_pos, resize_rel_table
 from pipeline.segmentation.checkpoint import CheckpointError, init_backbone

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.space.spec import ArchSpec, SpecError
 from pipeline.train.task import Built

@@ -44,7 +44,7 @@ from typing import Any, Literal, Optional, Sequence, get_args, get_origin, get_t
 
 import yaml
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import save_config
 from pipeline.correlate.settings import names, parse_config
 from pipeline.utils.io import atomic_write, atomic_write_text

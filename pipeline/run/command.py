@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import resolve_path, save_config
 from pipeline.run.settings import parse_config
 from pipeline.utils.io import atomic_write_text

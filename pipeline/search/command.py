@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import make_trainer, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.distributed import is_rank_zero

@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import torch
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.segmentation.backbone import SpecViT, patch_grid, resize_abs_pos, resize_rel_table
 from pipeline.space.spec import ArchSpec, SpecError
 

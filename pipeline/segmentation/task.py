@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.space.spec import ArchSpec
 from pipeline.train.task import Built

@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 
 TASKS = {"cls": "pipeline.classification.task:ClassificationTask",
          "seg": "pipeline.segmentation.task:SegmentationTask"}

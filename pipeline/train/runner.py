@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.cli import UserError
+from pipeline.errors import UserError
 from pipeline.config import make_trainer, resolve_path, save_config
 from pipeline.distributed import is_rank_zero
 from pipeline.space.spec import ArchSpec
