@@ -260,7 +260,7 @@ def test_regret_equals_brute_force(full_run):
 
 
 def test_top_pick_ties_and_budget():
-    from pipeline.correlate.command import top_pick
+    from pipeline.correlate.statistics import top_pick
 
     score = np.array([3.0, 5.0, 5.0, np.nan, 9.0])
     truth = np.array([1.0, 2.0, 4.0, 8.0, 16.0])

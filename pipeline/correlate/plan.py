@@ -1,0 +1,170 @@
+"""The plan of a correlate run: the config checked against the proxy registry, the ground-truth
+file and torch, the architectures selected, the probe batches built -- all before any scoring."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, get_args, get_origin, get_type_hints
+
+from pipeline.errors import UserError
+
+BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m"]
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, validated before any work starts."""
+
+    cfg: dict[str, Any]
+    gt_path: Path
+    out_dir: Path
+    metrics: list[str]                       # metric columns reported (and stored in scores.csv)
+    proxies: list[str]
+    higher_is_better: dict[str, bool]
+    options: dict[str, dict[str, Any]]
+    entries: list[Any]                       # selected groundtruth.Entry objects
+    device: str
+    n_without_metric: int = 0
+    split: str = "all"                       # which half of the file: all, tune, test
+    split_path: Optional[Path] = None
+    budgets: list[float] = field(default_factory=list)  # params budgets (millions) of the regret
+    probes: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # image size -> (images, labels)
+
+    @property
+    def columns(self) -> list[str]:
+        return BASE_COLUMNS + list(self.metrics)
+
+
+def default_budgets(params_m: Sequence[float]) -> list[float]:
+    """The 25/50/75/100 % quantiles of the parameter counts, rounded *up* to 0.01 M so that each
+    budget admits the architecture at its quantile (and the last one every architecture)."""
+    import numpy as np
+
+    if not len(params_m):
+        return []
+    qs = np.quantile(np.asarray(params_m, dtype=float), [0.25, 0.5, 0.75, 1.0])
+    return sorted({math.ceil(round(q * 100, 6)) / 100 for q in qs})
+
+
+def check_proxy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Option names the proxy takes (registry), and values within an option's ``Literal`` choices."""
+    from pipeline.proxies import check_options, get_proxy
+
+    try:
+        check_options(name, options)
+    except ValueError as e:
+        raise UserError(f"--proxy_options.{name}: {e}") from None
+    try:
+        hints = get_type_hints(get_proxy(name).fn)
+    except (NameError, TypeError):
+        hints = {}
+    for key, value in options.items():
+        choices = get_args(hints.get(key)) if get_origin(hints.get(key)) is Literal else ()
+        if choices and value not in choices:
+            raise UserError(f"proxy_options.{name}.{key}={value!r} is not one of {list(choices)}")
+    return dict(options)
+
+
+def resolve_device(name: Any) -> str:
+    import torch
+
+    name = str(name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"device {name!r} is not a torch device (use auto, cpu, cuda, cuda:N): {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} was requested but CUDA is not available; use --device=cpu or auto")
+    return name
+
+
+def prepare(cfg: dict[str, Any]) -> Plan:
+    """Validate the config, load and select the ground truth, build the probe batches."""
+    from pipeline.groundtruth import load_ground_truth, load_split, override_specs, select_half
+
+    cfg = dict(cfg)
+    gt_path = Path(cfg["ground_truth"])
+    split_path = Path(cfg["split_file"]) if cfg["split"] != "all" else None
+    metrics, proxies, overrides = cfg["metric"], cfg["proxies"], cfg["arch_overrides"]
+
+    # proxies and their options (importing the registry loads torch: after the parse-time checks)
+    from pipeline.proxies.registry import available_proxies, get_proxy
+
+    known = available_proxies()
+    unknown = [p for p in proxies if p not in known]
+    if unknown:
+        raise UserError(f"--proxies: unknown proxy name(s) {unknown}; available proxies: {', '.join(known)}")
+    stray = sorted(set(cfg["proxy_options"]) - set(known))
+    if stray:
+        raise UserError(f"--proxy_options names unknown proxy(ies) {stray}; available proxies: {', '.join(known)}")
+    infos = {p: get_proxy(p) for p in proxies}
+    options = {p: check_proxy_options(p, cfg["proxy_options"].get(p) or {}) for p in proxies}
+
+    entries = load_ground_truth(gt_path, space=cfg["space"])
+    if not entries:
+        raise UserError(f"ground-truth file {gt_path} holds no architectures")
+    present = list(dict.fromkeys(m for e in entries for m in e.metrics))  # file order
+    if metrics == ["all"]:
+        metrics = present
+    missing = [m for m in metrics if m not in present]
+    if missing or not metrics:
+        raise UserError(f"metric(s) {missing} not in {gt_path}; metrics present: {present or 'none'} "
+                        "(--metric=all reports every one)")
+    cfg["metric"] = metrics
+    seen: set[str] = set()
+    for e in entries:
+        if e.key in seen:
+            raise UserError(f"ground-truth file {gt_path} has two architectures with key {e.key!r}; "
+                            "keys must be unique")
+        seen.add(e.key)
+    entries = override_specs(entries, overrides)
+    if split_path is not None:
+        try:
+            halves = load_split(split_path)
+        except ValueError as e:  # includes JSONDecodeError
+            raise UserError(f"split file {split_path} is not a split (pipeline.groundtruth.write_split makes "
+                            f"one): {e}") from e
+        entries = select_half(entries, halves, cfg["split"], source=f"split file {split_path}")
+    usable = [e for e in entries if all(m in e.metrics and math.isfinite(e.metrics[m]) for m in metrics)]
+    order = list(range(len(usable)))
+    if cfg["limit"] is not None:
+        random.Random(cfg["seed"]).shuffle(order)  # a smaller limit with the same seed is a prefix
+        order = sorted(order[:cfg["limit"]])       # file order: results never depend on the shuffle order
+    selected = [usable[i] for i in order]
+
+    device = resolve_device(cfg["device"])
+    out = cfg["output_dir"] or Path("checkpoints") / "correlate" / gt_path.stem
+    out_dir = Path(str(out)).expanduser().resolve()
+    cfg["output_dir"] = str(out_dir)
+
+    from pipeline.models.complexity import count_params
+
+    plan = Plan(cfg, gt_path, out_dir, metrics, proxies, {p: infos[p].higher_is_better for p in proxies},
+                options, selected, device, n_without_metric=len(entries) - len(usable),
+                split=cfg["split"], split_path=split_path)
+    plan.budgets = cfg["budgets"] or default_budgets([count_params(e.spec) / 1e6 for e in selected])
+    plan.probes = _probe_batches(plan)
+    return plan
+
+
+def _probe_batches(plan: Plan) -> dict[int, tuple[Any, Any]]:
+    from pipeline.data.errors import DataError
+    from pipeline.data.probe import folder_probe_batch, probe_batch
+
+    probe = plan.cfg["probe"]
+    sizes = {probe["image_size"] or e.spec.img_size for e in plan.entries}
+    batches = {}
+    for size in sorted(sizes):
+        try:
+            if probe["source"] == "folder":
+                batches[size] = folder_probe_batch(probe["root"], probe["n"], image_size=size, seed=probe["seed"])
+            else:
+                batches[size] = probe_batch(probe["n"], size, seed=probe["seed"], source=probe["source"])
+        except (DataError, ValueError) as e:
+            raise UserError(f"cannot build the probe batch (probe.source={probe['source']}, n={probe['n']}, "
+                            f"image size {size}): {e}") from e
+    return batches

@@ -1,0 +1,101 @@
+"""Statistics of a correlate run: ranking statistics per (metric, proxy) and the regret of each
+proxy's top pick under params budgets."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipeline.correlate.plan import Plan
+from pipeline.correlate.scores import Row
+
+
+def _params(plan: Plan) -> dict[str, float]:
+    from pipeline.models.complexity import count_params
+
+    return {e.key: count_params(e.spec) / 1e6 for e in plan.entries}
+
+
+def summarize_scores(plan: Plan, rows: dict[tuple[str, str], Row]) -> list[dict[str, Any]]:
+    """One statistics row per (metric, proxy), metric-major."""
+    from pipeline.metrics import summarize
+
+    params = _params(plan)
+    frac = float(plan.cfg["top_fraction"])
+    out = []
+    for metric in plan.metrics:
+        for proxy in plan.proxies:
+            present = [(e, rows[(e.key, proxy)]) for e in plan.entries if (e.key, proxy) in rows]
+            valid = [(e, r) for e, r in present if r.valid and math.isfinite(r.value)]
+            hib = plan.higher_is_better[proxy]
+            truth = [e.metrics[metric] for e, _ in valid]
+            stats = summarize([r.value for _, r in valid], truth, [params[e.key] for e, _ in valid],
+                              higher_is_better=hib, bands=plan.cfg["bands"], fraction=frac)
+            out.append({
+                "metric": metric,
+                "proxy": proxy,
+                "direction": "higher" if hib else "lower",
+                "n_valid": len(valid),
+                "n_invalid": len(present) - len(valid),
+                "n_missing": len(plan.entries) - len(present),
+                "kendall_tau": stats["kendall_tau"],
+                "spearman_rho": stats["spearman_rho"],
+                "band_tau": stats["band_tau"],
+                "top_precision": stats["top_precision"],
+                "mean_seconds": (sum(r.seconds for _, r in present) / len(present)) if present else math.nan,
+                "_points": ([r.value for _, r in valid], truth),
+            })
+    return out
+
+
+def top_pick(score: Any, truth: Any, allowed: Any) -> tuple[float, list[int]]:
+    """Mean ``truth`` of the allowed items with the largest finite ``score``, and their indices.
+
+    Tied items count as their mean: the expected value of picking one of them at random.
+    """
+    import numpy as np
+
+    score, truth, allowed = np.asarray(score, dtype=float), np.asarray(truth, dtype=float), np.asarray(allowed)
+    ok = allowed & np.isfinite(score)
+    if not ok.any():
+        return math.nan, []
+    idx = np.flatnonzero(ok & (score == score[ok].max()))
+    return float(truth[idx].mean()), idx.tolist()
+
+
+LARGEST = "largest"  # the regret table's baseline: take the architecture with the most parameters
+
+
+def regret_table(plan: Plan, rows: dict[tuple[str, str], Row]) -> list[dict[str, Any]]:
+    """Per metric, params budget and proxy (then ``largest``): the true metric of the top pick
+    among the architectures within the budget, the best there, and regret = best - pick."""
+    import numpy as np
+
+    from pipeline.metrics import orient
+
+    keys = [e.key for e in plan.entries]
+    by_key = _params(plan)
+    params = np.array([by_key[k] for k in keys])
+    scores = {}
+    for proxy in plan.proxies:
+        raw = [rows[(k, proxy)] if (k, proxy) in rows else None for k in keys]
+        values = [r.value if r is not None and r.valid else math.nan for r in raw]
+        scores[proxy] = orient(values, plan.higher_is_better[proxy])
+    scores[LARGEST] = params
+    out = []
+    for metric in plan.metrics:
+        truth = np.array([e.metrics[metric] for e in plan.entries])
+        for budget in plan.budgets:
+            under = params <= budget
+            best, best_idx = top_pick(truth, truth, under)
+            for name in [*plan.proxies, LARGEST]:
+                pick, idx = top_pick(scores[name], truth, under)
+                out.append({
+                    "metric": metric, "budget_m": budget, "n_under": int(under.sum()), "proxy": name,
+                    "n_scored": int((under & np.isfinite(scores[name])).sum()),
+                    "pick_keys": " ".join(keys[i] for i in idx),
+                    "pick_params_m": float(params[idx].mean()) if idx else math.nan,
+                    "pick_metric": pick, "best_metric": best,
+                    "best_keys": " ".join(keys[i] for i in best_idx),
+                    "regret": best - pick,
+                })
+    return out
