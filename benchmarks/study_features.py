@@ -84,8 +84,13 @@ def effective_rank(k: torch.Tensor) -> float:
 
 
 def block_of(name: str) -> str:
+    """``<block>/attn`` or ``<block>/mlp`` for a block's weight (``blocks.3.attn.qkv.weight`` ->
+    ``blocks.3/attn``; PiT's ``stages.1.2.mlp.fc1.weight`` -> ``stages.1.2/mlp``), else the owner's name."""
     parts = name.split(".")
-    return f"b{int(parts[1]):02d}.{parts[2]}" if parts[0] == "blocks" and len(parts) > 2 else parts[0]
+    for i, p in enumerate(parts):
+        if p in ("attn", "mlp"):
+            return ".".join(parts[:i]) + "/" + p
+    return ".".join(parts[:-1])
 
 
 def kernel_features(spec, images, seed: int) -> tuple[dict[str, float], dict[str, list[float]], torch.nn.Module]:
@@ -103,10 +108,10 @@ def kernel_features(spec, images, seed: int) -> tuple[dict[str, float], dict[str
         if traces[name] > floor:
             key = block_of(name)
             groups[key] = groups.get(key, 0) + g / traces[name]
-    blocks = sorted({b.split(".")[0] for b in groups if b.startswith("b") and "." in b})
+    blocks = sorted({g.split("/")[0] for g in groups if "/" in g})
     per_block = []
     for b in blocks:
-        kb = sum(v for name, v in groups.items() if name.startswith(b + "."))
+        kb = sum(v for g, v in groups.items() if g.split("/")[0] == b)
         per_block.append(mean_log_eig(kb / kb.trace()))
     feats = {"kernel": mean_log_eig(k), "trace": float(k.trace()), "erank": effective_rank(k),
              "block_logdet": float(np.mean(per_block)) if per_block else math.nan}
