@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_candidates import arch_scores  # noqa: E402
+from study_candidates import arch_scores, naswot_units  # noqa: E402
 from study_features import activation_features, kernel_features, structure  # noqa: E402
 
 from pipeline.data import probe_batch  # noqa: E402
@@ -41,7 +41,7 @@ from pipeline.space import Limits, SearchSpace  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SPACES = ("demo", "autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny")
 SHOWN = ["vintk_flops", "kernel", "kernel - log T", "kernel - log T + log F", "block shape", "block shape + log F",
-         "naswot", "expressivity", "params", "flops"]
+         "naswot", "naswot shape", "expressivity", "params", "flops"]
 
 
 def band_specs(space: SearchSpace, n: int, half_width: float) -> tuple[list, tuple[float, float]]:
@@ -70,6 +70,14 @@ def read_done(path: Path) -> dict[tuple[str, int, str], float]:
     if data and not data.endswith(b"\n"):
         path.write_bytes(data[: data.rfind(b"\n") + 1])
     return {(r["space"], int(r["index"]), r["name"]): float(r["value"]) for r in csv.DictReader(open(path))}
+
+
+def read_specs(path: Path) -> dict:
+    from pipeline.space import ArchSpec
+
+    if not path.is_file():
+        return {}
+    return {(r["space"], int(r["index"])): ArchSpec.from_dict(json.loads(r["spec"])) for r in csv.DictReader(open(path))}
 
 
 def score_space(name: str, n: int, half_width: float, proxies: list[str], done: dict, writer, fh) -> None:
@@ -104,13 +112,13 @@ def score_space(name: str, n: int, half_width: float, proxies: list[str], done: 
     print(f"{name}: {n} architectures in {lo:.3f}-{hi:.3f} M params, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def table(done: dict, spaces: list[str], proxies: list[str]) -> str:
+def table(done: dict, specs: dict, spaces: list[str], proxies: list[str]) -> str:
     lines = ["| space | n | params band (M) | FLOPs range (M) | depths | score | tau with depth | tau with FLOPs |",
              "|---|---:|---|---|---|---|---:|---:|"]
     for name in spaces:
         idx = sorted({i for s, i, _ in done if s == name})
         rows = [{k: v for (s, i, k), v in done.items() if s == name and i == j} for j in idx]
-        rows = [r for r in rows if "kernel_s2" in r]
+        rows = [{**r, "n_units": naswot_units(specs[(name, j)])} for j, r in zip(idx, rows) if "kernel_s2" in r]
         if not rows:
             continue
         scores = [{**arch_scores(r), **{p: r.get(p, math.nan) for p in proxies}} for r in rows]
@@ -152,7 +160,7 @@ def main() -> int:
                 writer.writerow(["space", "index", "spec", "name", "value"])
             for name in spaces:
                 score_space(name, args.per_space, args.band, proxies, done, writer, fh)
-    text = table(done, spaces, proxies)
+    text = table(done, read_specs(path), spaces, proxies)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

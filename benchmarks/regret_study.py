@@ -32,18 +32,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_candidates import arch_scores, population_scores  # noqa: E402
+from study_candidates import arch_scores, naswot_units, population_scores  # noqa: E402
 
 from pipeline.correlate.statistics import top_pick  # noqa: E402
-from pipeline.groundtruth import load_budgets, load_split  # noqa: E402
+from pipeline.groundtruth import load_budgets, load_ground_truth, load_split  # noqa: E402
 from pipeline.metrics import banded_kendall_tau, kendall_tau  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-FILES = {  # ground-truth file -> (short name, metric columns, tag in proxy_scores_dev.csv)
-    "autoformer_tiny_ood_vit_nas.json": ("OoD-T", ["top1"], "ood"),
-    "vitbench101_autoformer_tiny_kd.jsonl": ("VB101", ["cifar100_kd", "flowers102_kd", "chaoyang_kd"], "vb101"),
-    "autoformer_small_ood_vit_nas.json": ("OoD-S", ["top1"], None),
+BENCH = REPO.parent / "shared" / "benchmarks"
+FILES = {  # ground-truth file -> (short name, metric columns, tag in proxy_scores_dev.csv, space)
+    "autoformer_tiny_ood_vit_nas.json": ("OoD-T", ["top1"], "ood", "autoformer_tiny"),
+    "vitbench101_autoformer_tiny_kd.jsonl": ("VB101", ["cifar100_kd", "flowers102_kd", "chaoyang_kd"], "vb101", None),
+    "autoformer_small_ood_vit_nas.json": ("OoD-S", ["top1"], None, "autoformer_small"),
 }
 BASELINES = {"params": "#params (= largest that fits by params)", "flops": "FLOPs (= largest that fits by FLOPs)"}
 
@@ -102,10 +103,13 @@ def study(extra_paths: list[str], aggregates: dict[str, tuple[str, ...]]) -> tup
     extra = load_extra(extra_paths)
     results: dict = {"tune": {}, "test": {}}
     info: dict = {}
-    for name, (short, metrics, tag) in FILES.items():
+    for name, (short, metrics, tag, space) in FILES.items():
         split_path = REPO / "configs" / "correlate" / "splits" / f"{Path(name).stem}.json"
         halves, budgets = load_split(split_path), load_budgets(split_path)
         feats = load_features(name, tag)
+        for e in load_ground_truth(BENCH / name, space=space):   # what the features need from the spec
+            if e.key in feats:
+                feats[e.key]["n_units"] = naswot_units(e.spec)
         for half in ("tune", "test"):
             keys = [k for k in halves[half] if k in feats]
             if not keys:

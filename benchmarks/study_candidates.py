@@ -18,6 +18,10 @@ Why these candidates (each has a reason that does not depend on the dev files):
   no depth count and no size in it.
 * ``log F + w x shape``: size first (FLOPs rank best of the size measures on every file), with a
   scale-free kernel term to separate networks of nearly equal size; small ``w`` only breaks near-ties.
+* ``naswot shape``: NASWOT's kernel counts, for each pair of probe images, the units whose on/off
+  state agrees; its diagonal is the number of units U (tokens x MLP hidden units, summed over
+  layers), so ``naswot = N log U + log det(K / U)``. The second term, how distinct the images'
+  activation codes are, is scale-free; the first is a size count.
 * rank aggregations (AZ-NAS's rule: sum of log ranks within the scored population) of size with a
   shape term: robust to the scale of each term, but the score of a network depends on the others.
 """
@@ -29,7 +33,21 @@ from typing import Mapping
 import numpy as np
 
 SEEDS = (0, 1, 2)
+PROBE_N = 8          # probe images: the kernels are N x N
 TIE_WEIGHTS = (0.1, 0.25, 0.5, 1.0)
+
+
+def naswot_units(spec) -> int:
+    """U: the units NASWOT reads (every token of every MLP hidden layer), i.e. its kernel's diagonal."""
+    if spec.family == "vit":
+        return (1 + spec.grid_size ** 2) * sum(int(spec.embed_dim * r) for r in spec.mlp_ratio)
+    grid, units, layer = spec.grid_size, 0, 0
+    for depth in spec.stage_depths:           # PiT: each pooling (kernel 3, stride 2, padding 1) shrinks the grid
+        for _ in range(depth):
+            units += (1 + grid * grid) * int(spec.layer_width(layer) * spec.mlp_ratio[layer])
+            layer += 1
+        grid = (grid - 1) // 2 + 1
+    return units
 
 
 def _mean(f: Mapping[str, float], name: str) -> float:
@@ -45,6 +63,7 @@ def arch_scores(f: Mapping[str, float]) -> dict[str, float]:
     log_t = math.log(_mean(f, "trace")) if "trace_s0" in f else math.log(float(f["n_weight_tensors"]))
     shape = kernel - log_t
     block = _mean(f, "block_logdet")
+    naswot = float(f["naswot"]) if f.get("naswot") not in ("", None) else math.nan
     out = {
         "params": params, "flops": flops, "depth": float(f["depth"]),
         "vintk_flops": kernel + log_f,                 # today's default
@@ -53,12 +72,14 @@ def arch_scores(f: Mapping[str, float]) -> dict[str, float]:
         "kernel - log T + log F": shape + log_f,
         "block shape": block,                          # per-block normalised kernel
         "block shape + log F": block + log_f,
-        "naswot": float(f["naswot"]) if f.get("naswot") not in ("", None) else math.nan,
+        "naswot": naswot,
+        "naswot shape": naswot - PROBE_N * math.log(float(f["n_units"])) if "n_units" in f else math.nan,
         "expressivity": float(f["expressivity"]) if f.get("expressivity") not in ("", None) else math.nan,
     }
     for w in TIE_WEIGHTS[:-1]:
         out[f"log F + {w:g} (kernel - log T)"] = log_f + w * shape
         out[f"log F + {w:g} block shape"] = log_f + w * block
+        out[f"log F + {w:g} naswot shape / N"] = log_f + w * out["naswot shape"] / PROBE_N
     return out
 
 
@@ -74,6 +95,7 @@ AGGREGATIONS = {  # name: the scores whose log ranks are summed
     "rank[flops, block shape]": ("flops", "block shape"),
     "rank[flops, naswot]": ("flops", "naswot"),
     "rank[flops, kernel - log T, naswot]": ("flops", "kernel - log T", "naswot"),
+    "rank[flops, naswot shape]": ("flops", "naswot shape"),
 }
 
 
