@@ -329,7 +329,7 @@ def test_regret_against_both_baselines_by_hand(tmp_path, capsys):
     assert float(summary["flops"]["mean_regret"]) == pytest.approx(2.0)       # (0 + 2 + 4) / 3
     assert float(_summary(out, "top5")["flops"]["mean_regret"]) == pytest.approx(8 / 3)
     md = (out / "summary.md").read_text()
-    assert "committed budgets (hand_split.json)" in md and "0.22, 0.3, 0.42 M" in md
+    assert "committed budgets, hand_split.json" in md and "0.22, 0.3, 0.42 M" in md
     # mean over budgets and metrics, in summary.md and printed: params 13/6, FLOPs 14/6
     assert "| largest_params | - | - | 3.333 | - | - | 1.000 | 2.167 |" in md
     assert "| largest_flops | - | - | 2.000 | - | - | 2.667 | 2.333 |" in md
@@ -690,5 +690,5 @@ def test_autoformer_small_config(benchmark_path, tmp_path):
     with (out / "regret.csv").open(newline="") as fh:
         assert sorted({float(r["budget_m"]) for r in csv.DictReader(fh)}) == [17.47, 22.31, 26.79, 31.92]
     md = (out / "summary.md").read_text()
-    assert "tune half" in md and "committed budgets (autoformer_small_ood_vit_nas.json)" in md
+    assert "tune half" in md and "committed budgets, autoformer_small_ood_vit_nas.json" in md
     assert 14 < min(float(r["params_m"]) for r in _scores(out)) and max(float(r["params_m"]) for r in _scores(out)) < 32

@@ -164,7 +164,7 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     if cfg["budgets"]:
         plan.budgets, plan.budget_source = cfg["budgets"], "--budgets"
     elif committed:
-        plan.budgets, plan.budget_source = committed, f"the file's committed budgets ({committed_path.name})"
+        plan.budgets, plan.budget_source = committed, f"the file's committed budgets, {committed_path.name}"
     else:
         plan.budgets = default_budgets([count_params(e.spec) / 1e6 for e in selected])
         plan.budget_source = "the 25/50/75/100 % quantiles of the scored architectures' params"
