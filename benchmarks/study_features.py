@@ -120,8 +120,9 @@ def kernel_features(spec, images, seed: int) -> tuple[dict[str, float], dict[str
     return feats, {name: [round(float(x), 7) for x in g[iu[0], iu[1]]] for name, g in groups.items()}, model
 
 
-def activation_features(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """NASWOT and per-block feature effective rank, one forward pass."""
+def activation_pass(model: torch.nn.Module, images: torch.Tensor) -> tuple[float, list[float]]:
+    """NASWOT (nan when its kernel is singular) and each block's token-feature effective rank
+    (AZ-NAS's expressivity), from one forward pass."""
     from pipeline.proxies.baselines import naswot_score
     from pipeline.proxies.registry import InvalidScore
 
@@ -141,6 +142,11 @@ def activation_features(model: torch.nn.Module, images: torch.Tensor) -> dict[st
         x = f.reshape(-1, f.shape[-1]).double()
         x = x - x.mean(0)
         eranks.append(effective_rank(x.T @ x / x.shape[0]))
+    return naswot, eranks
+
+
+def activation_features(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    naswot, eranks = activation_pass(model, images)
     return {"naswot": naswot, "expressivity": float(np.sum(eranks)) if eranks else math.nan,
             "expressivity_mean": float(np.mean(eranks)) if eranks else math.nan}
 
