@@ -82,7 +82,8 @@ def load_extra(paths: list[str]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def evaluate(scores: dict[str, np.ndarray], truth: np.ndarray, params: np.ndarray, budgets: list[float]) -> dict:
+def evaluate(scores: dict[str, np.ndarray], truth: np.ndarray, params: np.ndarray, budgets: list[float],
+             with_tau: bool = True) -> dict:
     out = {}
     for name, v in scores.items():
         ok = np.isfinite(v)
@@ -98,11 +99,13 @@ def evaluate(scores: dict[str, np.ndarray], truth: np.ndarray, params: np.ndarra
     return out
 
 
-def study(extra_paths: list[str], aggregates: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
-    """results[half][file][metric][candidate] and, per file and half, what was scored."""
+def study(extra_paths: list[str], aggregates: dict[str, tuple[str, ...]]) -> tuple[dict, dict, dict]:
+    """results[half][file][metric][candidate], per (file, half) what was scored, and the data
+    (per-architecture candidate values, truth, params, budgets) for the bootstrap."""
     extra = load_extra(extra_paths)
     results: dict = {"tune": {}, "test": {}}
     info: dict = {}
+    data: dict = {}
     for name, (short, metrics, tag, space) in FILES.items():
         split_path = REPO / "configs" / "correlate" / "splits" / f"{Path(name).stem}.json"
         halves, budgets = load_split(split_path), load_budgets(split_path)
@@ -116,18 +119,44 @@ def study(extra_paths: list[str], aggregates: dict[str, tuple[str, ...]]) -> tup
                 continue
             table = [{**arch_scores(feats[k]), **extra.get((name, k), {})} for k in keys]
             names = list(dict.fromkeys(n for t in table for n in t))
-            cols = {n: np.array([t.get(n, math.nan) for t in table], dtype=float) for n in names}
-            cols = {n: v for n, v in cols.items() if np.isfinite(v).all()}   # a candidate must score every network
-            cols.update(population_scores(cols, aggregates))
+            base = {n: np.array([t.get(n, math.nan) for t in table], dtype=float) for n in names}
+            base = {n: v for n, v in base.items() if np.isfinite(v).all()}   # a candidate must score every network
+            cols = {**base, **population_scores(base, aggregates)}
             params = np.array([feats[k]["params_m"] for k in keys])
             sources = {feats[k]["source"] for k in keys}
             info[(name, half)] = {"n": len(keys), "of": len(halves[half]), "budgets": budgets,
                                   "source": "/".join(sorted(sources)),
                                   "n_under": [int((params <= b).sum()) for b in budgets]}
+            truth = {m: np.array([feats[k][f"gt_{m}"] for k in keys]) for m in metrics}
+            data[(name, half)] = {"base": base, "truth": truth, "params": params, "budgets": budgets}
             for m in metrics:
-                truth = np.array([feats[k][f"gt_{m}"] for k in keys])
-                results[half].setdefault(name, {})[m] = evaluate(cols, truth, params, budgets)
-    return results, info
+                results[half].setdefault(name, {})[m] = evaluate(cols, truth[m], params, budgets)
+    return results, info, data
+
+
+def bootstrap(data: dict, half: str, aggregates: dict, chosen: str, others: list[str], rounds: int = 300,
+              seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """How sure is "chosen has a lower mean regret than X"? Resample each file-half's architectures
+    with replacement (population candidates re-ranked on the resample), recompute the three-file mean
+    regret of both: per X, (mean of X - chosen, its standard deviation, share of resamples where
+    chosen is lower)."""
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {o: [] for o in others}
+    for _ in range(rounds):
+        per_file: dict[str, list[float]] = {c: [] for c in [chosen, *others]}
+        for (name, h), d in data.items():
+            if h != half:
+                continue
+            idx = rng.integers(0, len(d["params"]), len(d["params"]))
+            base = {n: v[idx] for n, v in d["base"].items()}
+            cols = {**base, **population_scores(base, aggregates)}
+            for c in per_file:
+                regrets = [r for m, truth in d["truth"].items()
+                           for r in evaluate({c: cols[c]}, truth[idx], d["params"][idx], d["budgets"], False)[c]["regrets"]]
+                per_file[c].append(float(np.mean(regrets)))
+        for o in others:
+            diffs[o].append(float(np.mean(per_file[o]) - np.mean(per_file[chosen])))
+    return {o: (float(np.mean(v)), float(np.std(v)), float(np.mean(np.array(v) > 0))) for o, v in diffs.items()}
 
 
 def criterion(results: dict, half: str) -> dict[str, tuple[float, float, dict]]:
@@ -200,12 +229,24 @@ def main() -> int:
     ap.add_argument("--extra", action="append", default=[], help="CSV of extra per-architecture scores")
     ap.add_argument("--aggregate", action="append", default=[], help='rank aggregation "name=col1+col2"')
     ap.add_argument("--top", type=int, default=25, help="candidates shown in the main table")
+    ap.add_argument("--rounds", type=int, default=300, help="bootstrap resamples (0: none)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     aggregates = {a.split("=", 1)[0]: tuple(a.split("=", 1)[1].split("+")) for a in args.aggregate}
-    results, info = study(args.extra, aggregates)
+    results, info, data = study(args.extra, aggregates)
     text, chosen = report(results, info, args.top)
-    text = f"# Regret study (generated by benchmarks/regret_study.py)\n\nChosen on the tune halves: **{label(chosen)}**\n\n" + text
+    text = (f"# Regret study (generated by benchmarks/regret_study.py)\n\nChosen on the tune halves: "
+            f"**{label(chosen)}**\n\n" + text)
+    if args.rounds:
+        others = [c for c in ("params", "flops", "vintk_flops") if c != chosen]
+        lines = ["", f"## How sure: paired bootstrap over architectures ({args.rounds} resamples per half)", "",
+                 "Mean regret of each baseline minus the chosen candidate's (positive: the chosen one is better), "
+                 "its standard deviation over resamples, and the share of resamples where the chosen one is better.",
+                 "", "| half | against | difference | sd | share better |", "|---|---|---:|---:|---:|"]
+        for half in ("tune", "test"):
+            for o, (mean, sd, share) in bootstrap(data, half, aggregates, chosen, others, args.rounds).items():
+                lines.append(f"| {half} | {label(o)} | {mean:+.3f} | {sd:.3f} | {share:.2f} |")
+        text += "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)
