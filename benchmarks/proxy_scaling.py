@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_candidates import arch_scores, naswot_units  # noqa: E402
+from study_candidates import arch_scores  # noqa: E402
 from study_features import activation_features, kernel_features, structure  # noqa: E402
 
 from pipeline.data import probe_batch  # noqa: E402
 from pipeline.metrics import kendall_tau  # noqa: E402
-from pipeline.models import count_params  # noqa: E402
+from pipeline.models import count_mlp_units, count_params  # noqa: E402
 from pipeline.space import Limits, SearchSpace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def table(done: dict, specs: dict, spaces: list[str], proxies: list[str]) -> str
     for name in spaces:
         idx = sorted({i for s, i, _ in done if s == name})
         rows = [{k: v for (s, i, k), v in done.items() if s == name and i == j} for j in idx]
-        rows = [{**r, "n_units": naswot_units(specs[(name, j)])} for j, r in zip(idx, rows) if "kernel_s2" in r]
+        rows = [{**r, "n_units": count_mlp_units(specs[(name, j)])} for j, r in zip(idx, rows) if "kernel_s2" in r]
         if not rows:
             continue
         scores = [{**arch_scores(r), **{p: r.get(p, math.nan) for p in proxies}} for r in rows]

@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_candidates import arch_scores, naswot_units, population_scores  # noqa: E402
+from study_candidates import arch_scores, population_scores  # noqa: E402
 
 from pipeline.correlate.statistics import top_pick  # noqa: E402
 from pipeline.groundtruth import load_budgets, load_ground_truth, load_split  # noqa: E402
+from pipeline.models import count_mlp_units  # noqa: E402
 from pipeline.metrics import banded_kendall_tau, kendall_tau  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def study(extra_paths: list[str], aggregates: dict[str, tuple[str, ...]]) -> tup
         feats = load_features(name, tag)
         for e in load_ground_truth(BENCH / name, space=space):   # what the features need from the spec
             if e.key in feats:
-                feats[e.key]["n_units"] = naswot_units(e.spec)
+                feats[e.key]["n_units"] = count_mlp_units(e.spec)
         for half in ("tune", "test"):
             keys = [k for k in halves[half] if k in feats]
             if not keys:

@@ -37,19 +37,6 @@ PROBE_N = 8          # probe images: the kernels are N x N
 TIE_WEIGHTS = (0.1, 0.25, 0.5, 1.0)
 
 
-def naswot_units(spec) -> int:
-    """U: the units NASWOT reads (every token of every MLP hidden layer), i.e. its kernel's diagonal."""
-    if spec.family == "vit":
-        return (1 + spec.grid_size ** 2) * sum(int(spec.embed_dim * r) for r in spec.mlp_ratio)
-    grid, units, layer = spec.grid_size, 0, 0
-    for depth in spec.stage_depths:           # PiT: each pooling (kernel 3, stride 2, padding 1) shrinks the grid
-        for _ in range(depth):
-            units += (1 + grid * grid) * int(spec.layer_width(layer) * spec.mlp_ratio[layer])
-            layer += 1
-        grid = (grid - 1) // 2 + 1
-    return units
-
-
 def _mean(f: Mapping[str, float], name: str) -> float:
     values = [float(f[f"{name}_s{s}"]) for s in SEEDS if f"{name}_s{s}" in f and f[f"{name}_s{s}"] not in ("", None)]
     return float(np.mean(values)) if values else math.nan
@@ -74,6 +61,7 @@ def arch_scores(f: Mapping[str, float]) -> dict[str, float]:
         "block shape + log F": block + log_f,
         "naswot": naswot,
         "naswot shape": naswot - PROBE_N * math.log(float(f["n_units"])) if "n_units" in f else math.nan,
+        "MLP units": float(f["n_units"]) if "n_units" in f else math.nan,   # NASWOT's size term alone
         "expressivity": float(f["expressivity"]) if f.get("expressivity") not in ("", None) else math.nan,
     }
     for w in TIE_WEIGHTS[:-1]:

@@ -136,3 +136,22 @@ def test_seeded_build_is_reproducible():
     c = build_model(spec, seed=2)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("name", ["autoformer_tiny", "pit_tiny", "demo"])
+def test_mlp_units_are_what_the_activations_see(name):
+    """count_mlp_units: every MLP hidden unit over every token, the units NASWOT's codes span."""
+    from pipeline.models import count_mlp_units
+
+    rng = random.Random(1)
+    for _ in range(2):
+        spec = SearchSpace.load(name).sample(rng)
+        model = build_model(spec).eval()
+        seen = []
+        hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0][0].numel()))
+                 for m in model.modules() if isinstance(m, torch.nn.GELU)]
+        with torch.no_grad():
+            model(_small_input(spec, 1))
+        for h in hooks:
+            h.remove()
+        assert len(seen) == spec.depth and sum(seen) == count_mlp_units(spec)

@@ -67,12 +67,28 @@ def complexity(spec: ArchSpec) -> tuple[int, int]:
                 w_in, w_out = widths[s], widths[s + 1]
                 k = 3  # kernel = stride + 1 with stride 2
                 params += w_out * (w_in // gcd(w_in, w_out)) * k * k + w_out + w_in * w_out + w_out
-                grid = (grid + 2 * 1 - k) // 2 + 1
+                grid = _pooled(grid)
                 macs += grid * grid * w_out * (w_in // gcd(w_in, w_out)) * k * k + w_in * w_out
         width = widths[-1]
     params += 2 * width + width * classes + classes     # final norm, head
     macs += width * classes
     return params, macs
+
+
+def count_mlp_units(spec: ArchSpec) -> int:
+    """Hidden units of every MLP over every token (class token included): the activations a
+    network computes per image, and the units NASWOT reads (its kernel's diagonal)."""
+    grid, units = spec.grid_size, 0
+    for s, depth in enumerate(spec.stage_depths):
+        start = sum(spec.stage_depths[:s])
+        units += (1 + grid * grid) * sum(int(spec.layer_width(i) * spec.mlp_ratio[i]) for i in range(start, start + depth))
+        grid = _pooled(grid)
+    return units
+
+
+def _pooled(grid: int) -> int:
+    """Token grid side after a PiT pooling (depthwise conv, kernel 3 = stride + 1, stride 2, padding 1)."""
+    return (grid + 2 * 1 - 3) // 2 + 1
 
 
 def count_params(spec: ArchSpec) -> int:
