@@ -41,7 +41,7 @@ from pipeline.space import Limits, SearchSpace  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SPACES = ("demo", "autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny")
 SHOWN = ["vintk_flops", "kernel", "kernel - log T", "kernel - log T + log F", "block shape", "block shape + log F",
-         "naswot", "naswot shape", "expressivity", "params", "flops"]
+         "naswot", "naswot shape", "MLP units", "expressivity", "params", "flops"]
 
 
 def band_specs(space: SearchSpace, n: int, half_width: float) -> tuple[list, tuple[float, float]]:
