@@ -9,7 +9,7 @@ compute shows it as a large tau with depth or with FLOPs. Each candidate of
 plus any registered proxy named in ``--proxies`` (e.g. AZ-NAS's components once registered).
 
 Per-architecture values go to ``benchmarks/results/proxy_scaling_band.csv`` (long format: one row
-per architecture and value, appended and fsynced; a rerun computes only what is missing, so
+per architecture and value, the first its spec as JSON, appended and fsynced; a rerun computes only what is missing, so
 adding a proxy later scores only it), and the table to ``--out``.
 
     python benchmarks/proxy_scaling.py --per-space 32 --out docs/proxy_scaling.md [--proxies az_nas]
@@ -69,7 +69,8 @@ def read_done(path: Path) -> dict[tuple[str, int, str], float]:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         path.write_bytes(data[: data.rfind(b"\n") + 1])
-    return {(r["space"], int(r["index"]), r["name"]): float(r["value"]) for r in csv.DictReader(open(path))}
+    return {(r["space"], int(r["index"]), r["name"]): float(r["value"]) for r in csv.DictReader(open(path))
+            if r["name"] != "spec"}
 
 
 def read_specs(path: Path) -> dict:
@@ -77,7 +78,8 @@ def read_specs(path: Path) -> dict:
 
     if not path.is_file():
         return {}
-    return {(r["space"], int(r["index"])): ArchSpec.from_dict(json.loads(r["spec"])) for r in csv.DictReader(open(path))}
+    return {(r["space"], int(r["index"])): ArchSpec.from_dict(json.loads(r["value"])) for r in csv.DictReader(open(path))
+            if r["name"] == "spec"}
 
 
 def score_space(name: str, n: int, half_width: float, proxies: list[str], done: dict, writer, fh) -> None:
@@ -89,10 +91,11 @@ def score_space(name: str, n: int, half_width: float, proxies: list[str], done: 
     t0 = time.perf_counter()
     for i, spec in enumerate(specs):
         def put(key: str, value: float) -> None:
-            writer.writerow([name, i, json.dumps(spec.to_dict()), key, repr(float(value))])
+            writer.writerow([name, i, key, repr(float(value))])
             done[(name, i, key)] = float(value)
 
         if (name, i, "kernel_s2") not in done:
+            writer.writerow([name, i, "spec", json.dumps(spec.to_dict())])
             for k, v in structure(spec).items():
                 put(k, v)
             for s in (0, 1, 2):
@@ -157,7 +160,7 @@ def main() -> int:
         with open(path, "a", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             if new:
-                writer.writerow(["space", "index", "spec", "name", "value"])
+                writer.writerow(["space", "index", "name", "value"])
             for name in spaces:
                 score_space(name, args.per_space, args.band, proxies, done, writer, fh)
     text = table(done, read_specs(path), spaces, proxies)
