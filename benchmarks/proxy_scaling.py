@@ -115,28 +115,49 @@ def score_space(name: str, n: int, half_width: float, proxies: list[str], done: 
     print(f"{name}: {n} architectures in {lo:.3f}-{hi:.3f} M params, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+COMPACT = ["vintk_flops", "kernel", "kernel - log T", "block shape", "naswot", "MLP units", "params", "flops"]
+
+
+def taus(done: dict, specs: dict, name: str, proxies: list[str]) -> tuple[dict, dict[str, tuple[float, float]]]:
+    """The band's ranges and, per score, its Kendall tau with depth and with FLOPs."""
+    idx = sorted({i for s, i, _ in done if s == name})
+    rows = [{k: v for (s, i, k), v in done.items() if s == name and i == j} for j in idx]
+    rows = [{**r, "n_units": count_mlp_units(specs[(name, j)])} for j, r in zip(idx, rows) if "kernel_s2" in r]
+    if not rows:
+        return {}, {}
+    scores = [{**arch_scores(r), **{p: r.get(p, math.nan) for p in proxies}} for r in rows]
+    ranges = {k: [r[k] for r in rows] for k in ("depth", "flops_m", "params_m")}
+    out = {}
+    for score in dict.fromkeys(SHOWN + COMPACT + proxies):
+        v = np.array([s.get(score, math.nan) for s in scores], dtype=float)
+        ok = np.isfinite(v)
+        out[score] = tuple(kendall_tau(v[ok], np.asarray(ranges[k])[ok]) for k in ("depth", "flops_m"))
+    return ranges, out
+
+
+def _t(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:.2f}"
+
+
 def table(done: dict, specs: dict, spaces: list[str], proxies: list[str]) -> str:
+    """Long table (every score) and a compact one (rows: spaces; cells: tau with depth / with FLOPs)."""
     lines = ["| space | n | params band (M) | FLOPs range (M) | depths | score | tau with depth | tau with FLOPs |",
              "|---|---:|---|---|---|---|---:|---:|"]
+    compact = ["| space | n | depths | " + " | ".join(COMPACT + proxies) + " |",
+               "|---|---:|---|" + "---:|" * len(COMPACT + proxies)]
     for name in spaces:
-        idx = sorted({i for s, i, _ in done if s == name})
-        rows = [{k: v for (s, i, k), v in done.items() if s == name and i == j} for j in idx]
-        rows = [{**r, "n_units": count_mlp_units(specs[(name, j)])} for j, r in zip(idx, rows) if "kernel_s2" in r]
-        if not rows:
+        ranges, res = taus(done, specs, name, proxies)
+        if not res:
             continue
-        scores = [{**arch_scores(r), **{p: r.get(p, math.nan) for p in proxies}} for r in rows]
-        depth = [r["depth"] for r in rows]
-        flops = [r["flops_m"] for r in rows]
-        params = [r["params_m"] for r in rows]
-        head = (f"| {name} | {len(rows)} | {min(params):.3f}-{max(params):.3f} | {min(flops):.0f}-{max(flops):.0f} | "
+        depth, flops, params = ranges["depth"], ranges["flops_m"], ranges["params_m"]
+        head = (f"| {name} | {len(depth)} | {min(params):.3f}-{max(params):.3f} | {min(flops):.0f}-{max(flops):.0f} | "
                 f"{int(min(depth))}-{int(max(depth))} |")
         for score in SHOWN + proxies:
-            v = np.array([s.get(score, math.nan) for s in scores], dtype=float)
-            ok = np.isfinite(v)
-            cells = [kendall_tau(v[ok], np.asarray(x)[ok]) for x in (depth, flops)]
-            lines.append(f"{head} {score} | " + " | ".join("nan" if math.isnan(t) else f"{t:.2f}" for t in cells) + " |")
+            lines.append(f"{head} {score} | {_t(res[score][0])} | {_t(res[score][1])} |")
             head = "| | | | | |"
-    return "\n".join(lines) + "\n"
+        compact.append(f"| {name} | {len(depth)} | {int(min(depth))}-{int(max(depth))} | "
+                       + " | ".join(f"{_t(res[c][0])} / {_t(res[c][1])}" for c in COMPACT + proxies) + " |")
+    return "\n".join(compact) + "\n\nEvery score:\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> int:
