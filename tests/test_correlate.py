@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import run_cli
+from conftest import DEV_FILES, dev_entries, run_cli
 from pipeline import metrics
 from pipeline.models.complexity import count_params
 from pipeline.space import SearchSpace
@@ -537,17 +537,12 @@ def test_split_halves_are_disjoint_and_cover_the_file(ground_truth, tmp_path, ca
     assert "does not match" in err and "write_split" in err and not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("name, space", [("autoformer_tiny_ood_vit_nas.json", "autoformer_tiny"),
-                                         ("vitbench101_autoformer_tiny_kd.jsonl", None),
-                                         ("autoformer_small_ood_vit_nas.json", "autoformer_small")])
-def test_committed_dev_splits(name, space, benchmark_path):
+@pytest.mark.parametrize("name", list(DEV_FILES))
+def test_committed_dev_splits(name, benchmark_path):
     from pipeline.correlate.settings import REPO_ROOT, SPLIT_DIR
-    from pipeline.groundtruth import load_budgets, load_ground_truth, load_split, make_split
+    from pipeline.groundtruth import load_budgets, load_split, make_split
 
-    gt = benchmark_path.parent / name
-    if not gt.is_file():
-        pytest.skip(f"{gt} not found")
-    entries = load_ground_truth(gt, space=space)
+    gt, entries = dev_entries(benchmark_path, name)
     keys = [e.key for e in entries]
     halves = load_split(REPO_ROOT / SPLIT_DIR / f"{gt.stem}.json")
     # the regret budgets: the 25/50/75/100 % quantiles of the whole file's params (our count), rounded up
