@@ -3,8 +3,9 @@ import random
 
 import pytest
 import torch
-from conftest import dev_entries
 from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import dev_entries
 
 from pipeline.models import build_model, count_flops, count_params
 from pipeline.models.complexity import autoformer_flops
