@@ -78,6 +78,12 @@ def space_file(name_or_path: str | Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def unknown_space(name_or_path: str | Path) -> str:
+    """The one message for a space that :func:`space_file` cannot find (the options and the loader both say it)."""
+    return (f"unknown search space {str(name_or_path)!r}; presets: {', '.join(shipped_configs('spaces'))} "
+            "(or give a path to a space YAML file)")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from a file (shipped paths resolved), as plain data."""
     path = resolve_path(path)

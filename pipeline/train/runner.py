@@ -92,7 +92,7 @@ def on_cuda(trainer_cfg: dict[str, Any]) -> bool:
     """Whether a Trainer config trains on CUDA devices."""
     import torch
 
-    accel = str(trainer_cfg.get("accelerator") or "auto")
+    accel = str(trainer_cfg.get("accelerator") or "auto").lower()
     return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
 
 
