@@ -251,6 +251,14 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, **kwargs: Any):
         raise ConfigError(f"invalid --trainer settings: {e}") from None
 
 
+def device_line(trainer) -> str:
+    """Where a Trainer runs, as one of our lines (Lightning's own "GPU available" lines are hidden:
+    pipeline/quiet.py)."""
+    processes = trainer.num_devices * trainer.num_nodes
+    line = f"device: {trainer.strategy.root_device.type}, {processes} process{'es' if processes > 1 else ''}"
+    return line + f", precision {trainer.precision}"
+
+
 def add_wandb_arguments(parser) -> None:
     """``--wandb.*``: the Weights & Biases section every command shares."""
     from pipeline.tracking import WandbSettings
