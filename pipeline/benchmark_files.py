@@ -150,7 +150,6 @@ def resolve_benchmark(name: str, download: bool = True) -> Path:
     if found is not None:
         return found
     bench = _known(name)
-    target = cache_dir() / bench.file
     by_hand = cache_dir() / bench.download_name
     if bench.convert is not None and by_hand.is_file():   # the published file, saved there by hand
         return _store(name, bench, by_hand.read_bytes(), str(by_hand))
