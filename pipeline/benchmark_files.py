@@ -193,6 +193,7 @@ def _store(name: str, bench: Benchmark, data: bytes, origin: str) -> Path:
     except OSError as e:
         raise BenchmarkError(f"cannot write benchmark {name!r} to {target} ({e.strerror or e}); set "
                              f"${CACHE_ENV} to a writable folder") from None
+    print(f"benchmark {name!r}: {origin} (SHA-256 checked) saved as {target}", flush=True)
     return target.resolve()
 
 
