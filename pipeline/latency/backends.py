@@ -10,9 +10,11 @@ before timing; a call returns only when the device has finished.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -31,13 +33,25 @@ def make_runner(model: nn.Module, example: torch.Tensor, target: Target) -> Run:
     if target.backend == "export":
         from pipeline.utils.export import export_program
 
-        with tempfile.TemporaryDirectory() as tmp:   # the exported file a user would load
+        with tempfile.TemporaryDirectory() as tmp, _quiet("torch._export"):   # the file a user would load
             path = export_program(model, example, Path(tmp) / "model.pt2")
             program = torch.export.load(str(path))
         return _eager(program.module().to(target.device), example.to(target.device), target)
     if target.backend == "onnx":
         return _onnx(model, example, target)
     raise ValueError(f"unknown backend {target.backend!r}")
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """torch.export notes that a batch of 1 fixes the batch dimension: true, and not the user's concern."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _eager(module: nn.Module, example: torch.Tensor, target: Target) -> Run:

@@ -23,7 +23,7 @@ from pipeline.latency.target import Target
 from pipeline.space.spec import ArchSpec
 from pipeline.utils.io import atomic_write_text
 
-FORMAT = 1
+FORMAT = 2   # 2: both clocks per network
 
 
 def cache_dir() -> Path:
@@ -38,7 +38,7 @@ def network_key(spec: ArchSpec) -> str:
 
 
 class MeasurementCache:
-    """Measured latencies (ms) of networks on one target."""
+    """Measured latencies (``Timing``: both clocks) of networks on one target."""
 
     def __init__(self, target: Target, folder: Optional[Path] = None) -> None:
         self.target = target
@@ -57,9 +57,9 @@ class MeasurementCache:
             return {}
         return dict(data.get("networks") or {})
 
-    def get(self, spec: ArchSpec) -> Optional[float]:
+    def get(self, spec: ArchSpec) -> Optional[Timing]:
         entry = self.networks.get(network_key(spec))
-        return None if entry is None else float(entry["ms"])
+        return None if entry is None else Timing.from_dict(entry)
 
     def put(self, timings: Mapping[ArchSpec, Timing]) -> None:
         """Add measurements (and keep those another process added since this one read the file)."""
@@ -67,7 +67,7 @@ class MeasurementCache:
         with self._locked():
             self.networks = {**self._read(), **self.networks}
             for spec, t in timings.items():
-                self.networks[network_key(spec)] = {"ms": t.ms, "spread": t.spread, "rounds": t.rounds}
+                self.networks[network_key(spec)] = t.to_dict()
             atomic_write_text(self.path, json.dumps({"format": FORMAT, "target": self.key,
                                                      "networks": self.networks}, indent=0))
 

@@ -73,7 +73,7 @@ class DeviceCosts:
         from pipeline.latency.memory import peak_memory_mb
 
         smallest = self.space.extreme_spec(False)
-        found = {"latency_ms": measure_latency({0: smallest}, self.target)[0].ms}
+        found = {"latency_ms": measure_latency({0: smallest}, self.target)[0].on(self.target.clock)}
         if self.max_memory_mb is not None:
             found["memory_mb"] = peak_memory_mb(smallest, self.target.device, self.target.batch)
         problems = []
@@ -97,7 +97,7 @@ class DeviceCosts:
         saved = Path(out_dir) / PREDICTOR_FILE if out_dir is not None else None
         if saved is not None and saved.is_file():
             predictor = LatencyPredictor.from_dict(json.loads(saved.read_text()))
-            if predictor.target == self.target.cache_key() and predictor.space == self.space.name:
+            if predictor.target == self.target.predictor_key() and predictor.space == self.space.name:
                 self.predictor = predictor
         if self.predictor is None:
             from pipeline.latency.cache import MeasurementCache
@@ -144,7 +144,7 @@ class DeviceCosts:
         if self.method == "measure":
             from pipeline.latency.measure import measure_latency
 
-            latency, source = measure_latency({0: spec}, self.target)[0].ms, "measured"
+            latency, source = measure_latency({0: spec}, self.target)[0].on(self.target.clock), "measured"
         else:
             assert self.predictor is not None, "prepare() first"
             latency, source = self.predictor.predict(spec), "predicted"

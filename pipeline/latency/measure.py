@@ -5,6 +5,11 @@ from round to round, so a change in the machine's load during the measurement hi
 alike instead of biasing whichever ran at that moment. Threads (and cores, if asked) are pinned
 for the duration (``pinned``). The median of the timed rounds is the latency; the interquartile
 range over the median says how noisy it was.
+
+Every call is timed on two clocks at once: the wall clock (what a user waits for on a dedicated
+device) and the process's CPU time. On a machine shared with other jobs the wall clock also
+counts the time the scheduler gave to them; the CPU time does not, and with one thread it equals
+the wall time of an idle machine (``--latency.clock=cpu``, docs/latency.md).
 """
 from __future__ import annotations
 
@@ -22,39 +27,65 @@ from pipeline.space.spec import ArchSpec
 K = TypeVar("K", bound=Hashable)
 
 
+CLOCKS = ("wall", "cpu")
+
+
 @dataclass(frozen=True)
 class Timing:
-    """Milliseconds per forward: the median of ``rounds`` timed calls and their relative spread."""
+    """Milliseconds per forward on both clocks: medians of ``rounds`` timed calls and their
+    relative spreads (interquartile range / median)."""
 
-    ms: float
-    spread: float   # interquartile range / median
+    ms: float           # wall clock
+    spread: float
     rounds: int
+    cpu_ms: float       # CPU time of the process
+    cpu_spread: float
+
+    def on(self, clock: str) -> float:
+        """The latency on ``clock`` ("wall" or "cpu")."""
+        return self.cpu_ms if clock == "cpu" else self.ms
+
+    def to_dict(self) -> dict[str, float]:
+        return {"ms": self.ms, "spread": self.spread, "rounds": self.rounds, "cpu_ms": self.cpu_ms,
+                "cpu_spread": self.cpu_spread}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Timing":
+        return cls(float(d["ms"]), float(d["spread"]), int(d["rounds"]), float(d["cpu_ms"]), float(d["cpu_spread"]))
 
 
-def timing(seconds: list[float]) -> Timing:
+def _median_spread(seconds: list[float]) -> tuple[float, float]:
     ms = sorted(s * 1e3 for s in seconds)
     median = statistics.median(ms)
     q1, q3 = (statistics.quantiles(ms, n=4)[i] for i in (0, 2)) if len(ms) >= 4 else (ms[0], ms[-1])
-    return Timing(median, (q3 - q1) / median if median > 0 else 0.0, len(ms))
+    return median, (q3 - q1) / median if median > 0 else 0.0
+
+
+def timing(wall: list[float], cpu: list[float]) -> Timing:
+    """Medians and spreads of per-call seconds on the wall clock and in CPU time."""
+    (ms, spread), (cpu_ms, cpu_spread) = _median_spread(wall), _median_spread(cpu)
+    return Timing(ms, spread, len(wall), cpu_ms, cpu_spread)
 
 
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                      progress: Optional[Callable[[int, int], None]] = None) -> dict[K, Timing]:
     """Time every run ``warmup`` + ``repeats`` times, one call of each per round (order rotating)."""
     keys = list(runs)
-    seconds: dict[K, list[float]] = {k: [] for k in keys}
+    wall: dict[K, list[float]] = {k: [] for k in keys}
+    cpu: dict[K, list[float]] = {k: [] for k in keys}
     total = warmup + repeats
     for r in range(total):
         shift = r % len(keys) if keys else 0
         for k in keys[shift:] + keys[:shift]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             runs[k]()
-            elapsed = time.perf_counter() - start
+            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             if r >= warmup:
-                seconds[k].append(elapsed)
+                wall[k].append(elapsed)
+                cpu[k].append(elapsed_cpu)
         if progress is not None:
             progress(r + 1, total)
-    return {k: timing(v) for k, v in seconds.items()}
+    return {k: timing(wall[k], cpu[k]) for k in keys}
 
 
 def example_input(spec: ArchSpec, batch: int) -> torch.Tensor:

@@ -124,7 +124,7 @@ class LatencyPredictor:
         if np.linalg.matrix_rank(design) < len(names):
             raise ValueError("the calibration networks do not determine every part's latency")
         solution, *_ = np.linalg.lstsq(design, np.array([ms for _, ms in measured]), rcond=None)
-        return cls(target.cache_key(), space, {n: float(v) for n, v in zip(names, solution)})
+        return cls(target.predictor_key(), space, {n: float(v) for n, v in zip(names, solution)})
 
     @classmethod
     def calibrate(cls, space: SearchSpace, target: Target, cache: Optional[MeasurementCache] = None,
@@ -142,5 +142,5 @@ class LatencyPredictor:
             done += len(group)
             if progress is not None:
                 progress(done, total)
-        measured = [(spec, cache.get(spec)) for group in groups for spec in group]
+        measured = [(spec, cache.get(spec).on(target.clock)) for group in groups for spec in group]
         return cls.fit(target, space.name, measured)

@@ -38,6 +38,9 @@ class LatencySettings:
         cores: CPU cores the measuring process is pinned to (null: any core).
         warmup: untimed forwards before timing.
         repeats: timed forwards; their median is the latency.
+        clock: wall (the wall clock: what a user of a dedicated device waits) or cpu (the
+            process's CPU time: on a machine shared with other jobs it leaves out the time the
+            scheduler gives them; with one thread it equals an idle machine's wall time).
     """
 
     enabled: Optional[bool] = None
@@ -49,6 +52,7 @@ class LatencySettings:
     cores: Optional[list[NonNegativeInt]] = None
     warmup: NonNegativeInt = 5
     repeats: PositiveInt = 20
+    clock: Literal["wall", "cpu"] = "wall"
 
 
 def latency_wanted(cfg: dict[str, Any]) -> bool:
@@ -77,6 +81,9 @@ def check_latency_settings(cfg: dict[str, Any]) -> None:
     if int(latency.get("threads") or 1) > cpus:
         raise ConfigError(f"--latency.threads={latency['threads']}: this machine has {cpus} CPU(s); "
                           f"use at most {cpus}")
+    if latency.get("clock") == "cpu" and int(latency.get("threads") or 1) > 1:
+        raise ConfigError(f"--latency.clock=cpu adds up the CPU time of all {latency['threads']} threads, which is "
+                          "not a latency; use it with --latency.threads=1, or --latency.clock=wall")
     bad = [c for c in latency.get("cores") or [] if c not in _usable_cores()]
     if bad:
         raise ConfigError(f"--latency.cores: no CPU core(s) {bad} for this process; usable: "

@@ -29,6 +29,7 @@ class Target:
         cores: CPU cores the process is pinned to while timing (None: any).
         warmup: untimed forwards first.
         repeats: timed forwards (the median counts).
+        clock: "wall" (the wall clock) or "cpu" (the process's CPU time; one thread on a CPU).
     """
 
     device: str = "cpu"
@@ -38,6 +39,7 @@ class Target:
     cores: Optional[tuple[int, ...]] = None
     warmup: int = 5
     repeats: int = 20
+    clock: str = "wall"
 
     @classmethod
     def from_settings(cls, latency: dict[str, Any]) -> "Target":
@@ -46,10 +48,14 @@ class Target:
         device = resolve_device(latency.get("device", "auto"))
         backend = latency.get("backend", "eager")
         check_backend_on_device(backend, device)
+        clock = latency.get("clock", "wall")
+        if clock == "cpu" and device == "cuda":
+            raise UserError("--latency.clock=cpu times the CPU's work; on cuda the GPU works asynchronously: "
+                            "use --latency.clock=wall (or --latency.device=cpu)")
         cores = latency.get("cores")
         return cls(device=device, backend=backend, batch=int(latency.get("batch", 1)),
                    threads=int(latency.get("threads", 1)), cores=tuple(cores) if cores else None,
-                   warmup=int(latency.get("warmup", 5)), repeats=int(latency.get("repeats", 20)))
+                   warmup=int(latency.get("warmup", 5)), repeats=int(latency.get("repeats", 20)), clock=clock)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,18 +65,25 @@ class Target:
     @property
     def conditions(self) -> str:
         """What a latency was measured under, as stored with it: a changed one is re-measured."""
-        return f"{self.device}/{self.backend}/batch{self.batch}/threads{self.threads}"
+        clock = "" if self.clock == "wall" else f"/{self.clock}-clock"
+        return f"{self.device}/{self.backend}/batch{self.batch}/threads{self.threads}{clock}"
 
     def describe(self) -> str:
         threads = "" if self.device == "cuda" else f", {self.threads} thread{'s' * (self.threads > 1)}"
-        return f"{device_name(self.device)}, {self.backend}, batch {self.batch}{threads}"
+        clock = ", CPU-time clock" if self.clock == "cpu" else ""
+        return f"{device_name(self.device)}, {self.backend}, batch {self.batch}{threads}{clock}"
 
     def cache_key(self) -> dict[str, Any]:
         """Everything a cached measurement depends on: the device's fingerprint, the backend and its
-        version, batch, threads, torch. (Warm-up and repeats only set the precision.)"""
+        version, batch, threads, torch. (Warm-up and repeats only set the precision; a measurement
+        holds both clocks.)"""
         return {"device": fingerprint(self.device), "backend": self.backend,
                 "backend_version": _backend_version(self.backend), "batch": self.batch, "threads": self.threads,
                 "torch": _torch_version()}
+
+    def predictor_key(self) -> dict[str, Any]:
+        """What a fitted predictor holds for: the measurements' key and the clock it was fitted on."""
+        return {**self.cache_key(), "clock": self.clock}
 
     def cache_name(self) -> str:
         text = json.dumps(self.cache_key(), sort_keys=True)
