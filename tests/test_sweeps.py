@@ -177,22 +177,22 @@ def test_every_point_parses_to_the_sweeps_values(path, params, monkeypatch, tmp_
 def _runs():
     """The points that run for real.
 
-    search_demo: one run per proxy.options value (4), each with another seed/population value, so
-    every value of every parameter reaches a real run. The other grid points differ only in the
-    strategy's seed and population, which the shortening overrides (population=2) anyway: they are
-    covered by the parse test above, at ~0.1 s instead of ~15 s each. cls_demo (bayes): the first
-    point (the low ends of its ranges).
+    A grid: one run per value of its longest parameter (search_demo: proxy.options, 4), each with
+    another value of the others, so every value of every parameter reaches a real run. The other
+    grid points are covered by the parse test above, at ~0.1 s instead of ~15 s each. cls_demo
+    (bayes): the first point (the low ends of its ranges).
     """
     for path in SWEEPS:
         sweep = _load(path)
         pts = points(sweep)
-        if sweep["method"] == "grid" and "proxy.options" in sweep["parameters"]:
-            others = [k for k in sweep["parameters"] if k != "proxy.options"]
+        if sweep["method"] == "grid":
+            driver = max(sweep["parameters"], key=lambda k: len(sweep["parameters"][k]["values"]))
+            others = [k for k in sweep["parameters"] if k != driver]
             picked = []
-            for i, options in enumerate(sweep["parameters"]["proxy.options"]["values"]):
+            for i, value in enumerate(sweep["parameters"][driver]["values"]):
                 want = {k: sweep["parameters"][k]["values"][(i >> n) % len(sweep["parameters"][k]["values"])]
                         for n, k in enumerate(others)}
-                picked.append(next(p for p in pts if p["proxy.options"] == options
+                picked.append(next(p for p in pts if p[driver] == value
                                    and all(p[k] == want[k] for k in others)))
         else:
             picked = pts[:1]

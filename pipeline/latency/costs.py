@@ -73,7 +73,7 @@ class DeviceCosts:
         from pipeline.latency.memory import peak_memory_mb
 
         smallest = self.space.extreme_spec(False)
-        found = {"latency_ms": measure_latency({0: smallest}, self.target)[0].on(self.target.clock)}
+        found = {"latency_ms": self.target.latency(measure_latency({0: smallest}, self.target)[0])}
         if self.max_memory_mb is not None:
             found["memory_mb"] = peak_memory_mb(smallest, self.target.device, self.target.batch)
         problems = []
@@ -144,7 +144,7 @@ class DeviceCosts:
         if self.method == "measure":
             from pipeline.latency.measure import measure_latency
 
-            latency, source = measure_latency({0: spec}, self.target)[0].on(self.target.clock), "measured"
+            latency, source = self.target.latency(measure_latency({0: spec}, self.target)[0]), "measured"
         else:
             assert self.predictor is not None, "prepare() first"
             latency, source = self.predictor.predict(spec), "predicted"
@@ -168,11 +168,27 @@ class DeviceCosts:
         from pipeline.latency.fresh import measure_in_fresh_process
         from pipeline.latency.target import device_name
 
-        fresh = measure_in_fresh_process(spec, self.target)
-        return {"device": device_name(self.target.device), "backend": self.target.backend,
-                "batch": self.target.batch, "threads": self.target.threads,
-                "warmup": self.target.warmup, "repeats": self.target.repeats,
-                "search_ms": round(search_costs.latency_ms, 4), "search_source": search_costs.source,
-                "fresh_process_ms": round(fresh["latency_ms"], 4),
+        t = self.target
+        record = {"device": device_name(t.device), "backend": t.backend, "batch": t.batch, "threads": t.threads,
+                  "clock": t.clock, "statistic": t.statistic, "warmup": t.warmup, "repeats": t.repeats,
+                  "search_ms": round(search_costs.latency_ms, 4), "search_source": search_costs.source,
+                  "memory_mb": round(search_costs.memory_mb, 3)}
+        try:
+            fresh = measure_in_fresh_process(spec, t)
+        except Exception as e:  # noqa: BLE001 -- a finished search is not lost to its re-measurement
+            return {**record, "fresh_process_ms": None, "fresh_process_error": str(e)}
+        return {**record, "fresh_process_ms": round(fresh["latency_ms"], 4),
                 "fresh_process_spread": round(fresh["spread"], 4),
                 "memory_mb": round(fresh.get("memory_mb", search_costs.memory_mb), 3)}
+
+
+def latency_line(record: dict) -> str:
+    """The pick's latency as the search and the run report state it: both numbers, and where."""
+    fresh = (f"{record['fresh_process_ms']:.4g} ms measured in a fresh process"
+             if record.get("fresh_process_ms") is not None
+             else f"not re-measured in a fresh process ({record.get('fresh_process_error', 'failed')})")
+    return (f"{record['search_ms']:.4g} ms {record['search_source']} in the search, {fresh}, on {record['device']} "
+            f"({record['backend']}, batch {record['batch']}, {record['threads']} thread(s)"
+            + (f", {record['clock']} clock" if record.get("clock", "wall") != "wall" else "")
+            + (f", {record['statistic']} of the calls" if record.get("statistic", "median") != "median" else "")
+            + f"); peak inference memory {record['memory_mb']:.4g} MB")

@@ -13,6 +13,7 @@ the wall time of an idle machine (``--latency.clock=cpu``, docs/latency.md).
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,26 +33,32 @@ CLOCKS = ("wall", "cpu")
 
 @dataclass(frozen=True)
 class Timing:
-    """Milliseconds per forward on both clocks: medians of ``rounds`` timed calls and their
-    relative spreads (interquartile range / median)."""
+    """Milliseconds per forward on both clocks: medians of ``rounds`` timed calls, their relative
+    spreads (interquartile range / median) and minima (the fastest call: what the network costs
+    when nothing else disturbs it; a diagnostic of noise, docs/latency.md)."""
 
     ms: float           # wall clock
     spread: float
     rounds: int
     cpu_ms: float       # CPU time of the process
     cpu_spread: float
+    min_ms: float = math.nan
+    cpu_min_ms: float = math.nan
 
-    def on(self, clock: str) -> float:
-        """The latency on ``clock`` ("wall" or "cpu")."""
+    def on(self, clock: str, statistic: str = "median") -> float:
+        """The latency on ``clock`` ("wall" or "cpu"), as the ``statistic`` ("median" or "min") of the calls."""
+        if statistic == "min":
+            return self.cpu_min_ms if clock == "cpu" else self.min_ms
         return self.cpu_ms if clock == "cpu" else self.ms
 
     def to_dict(self) -> dict[str, float]:
         return {"ms": self.ms, "spread": self.spread, "rounds": self.rounds, "cpu_ms": self.cpu_ms,
-                "cpu_spread": self.cpu_spread}
+                "cpu_spread": self.cpu_spread, "min_ms": self.min_ms, "cpu_min_ms": self.cpu_min_ms}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Timing":
-        return cls(float(d["ms"]), float(d["spread"]), int(d["rounds"]), float(d["cpu_ms"]), float(d["cpu_spread"]))
+        return cls(float(d["ms"]), float(d["spread"]), int(d["rounds"]), float(d["cpu_ms"]), float(d["cpu_spread"]),
+                   float(d.get("min_ms", math.nan)), float(d.get("cpu_min_ms", math.nan)))
 
 
 def _median_spread(seconds: list[float]) -> tuple[float, float]:
@@ -62,20 +69,25 @@ def _median_spread(seconds: list[float]) -> tuple[float, float]:
 
 
 def timing(wall: list[float], cpu: list[float]) -> Timing:
-    """Medians and spreads of per-call seconds on the wall clock and in CPU time."""
+    """Medians, spreads and minima of per-call seconds on the wall clock and in CPU time."""
     (ms, spread), (cpu_ms, cpu_spread) = _median_spread(wall), _median_spread(cpu)
-    return Timing(ms, spread, len(wall), cpu_ms, cpu_spread)
+    return Timing(ms, spread, len(wall), cpu_ms, cpu_spread, min(wall) * 1e3, min(cpu) * 1e3)
 
 
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
-                     progress: Optional[Callable[[int, int], None]] = None) -> dict[K, Timing]:
-    """Time every run ``warmup`` + ``repeats`` times, one call of each per round (order rotating)."""
+                     progress: Optional[Callable[[int, int], None]] = None, min_seconds: float = 0.0,
+                     max_rounds: int = 2000) -> dict[K, Timing]:
+    """Time every run ``warmup`` + ``repeats`` times, one call of each per round (order rotating),
+    and keep adding timed rounds (up to ``max_rounds``) until they took ``min_seconds``: fast
+    networks are then timed over a window long enough that a burst of other work moves the
+    median little."""
     keys = list(runs)
     wall: dict[K, list[float]] = {k: [] for k in keys}
     cpu: dict[K, list[float]] = {k: [] for k in keys}
-    total = warmup + repeats
-    for r in range(total):
-        shift = r % len(keys) if keys else 0
+    timed_seconds, r = 0.0, 0
+    while keys and (r < warmup + repeats or (timed_seconds < min_seconds and r < warmup + max_rounds)):
+        shift = r % len(keys)
+        round_start = time.perf_counter()
         for k in keys[shift:] + keys[:shift]:
             start, start_cpu = time.perf_counter(), time.process_time()
             runs[k]()
@@ -83,8 +95,11 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
             if r >= warmup:
                 wall[k].append(elapsed)
                 cpu[k].append(elapsed_cpu)
+        if r >= warmup:
+            timed_seconds += time.perf_counter() - round_start
+        r += 1
         if progress is not None:
-            progress(r + 1, total)
+            progress(min(r, warmup + repeats), warmup + repeats)
     return {k: timing(wall[k], cpu[k]) for k in keys}
 
 
@@ -106,4 +121,4 @@ def measure_latency(specs: Mapping[K, ArchSpec], target: Target,
     """Latency of each spec's network on ``target``, measured interleaved in this process."""
     runs = {k: build_runner(s, target) for k, s in specs.items()}
     with pinned(target):
-        return time_interleaved(runs, target.warmup, target.repeats, progress)
+        return time_interleaved(runs, target.warmup, target.repeats, progress, min_seconds=target.min_seconds)

@@ -142,5 +142,5 @@ class LatencyPredictor:
             done += len(group)
             if progress is not None:
                 progress(done, total)
-        measured = [(spec, cache.get(spec).on(target.clock)) for group in groups for spec in group]
+        measured = [(spec, target.latency(cache.get(spec))) for group in groups for spec in group]
         return cls.fit(target, space.name, measured)

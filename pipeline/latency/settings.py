@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from pipeline.errors import ConfigError
 
@@ -38,6 +38,10 @@ class LatencySettings:
         cores: CPU cores the measuring process is pinned to (null: any core).
         warmup: untimed forwards before timing.
         repeats: timed forwards; their median is the latency.
+        min_seconds: more timed forwards than repeats, until they took this long (fast networks
+            are then timed over a window in which a burst of other work moves the median little).
+        statistic: median (of the timed forwards) or min (the fastest: the least disturbed by
+            other work; docs/latency.md compares them on a shared machine).
         clock: wall (the wall clock: what a user of a dedicated device waits) or cpu (the
             process's CPU time: on a machine shared with other jobs it leaves out the time the
             scheduler gives them; with one thread it equals an idle machine's wall time).
@@ -52,6 +56,8 @@ class LatencySettings:
     cores: Optional[list[NonNegativeInt]] = None
     warmup: NonNegativeInt = 5
     repeats: PositiveInt = 20
+    min_seconds: NonNegativeFloat = 1.0
+    statistic: Literal["median", "min"] = "median"
     clock: Literal["wall", "cpu"] = "wall"
 
 
@@ -77,13 +83,13 @@ def check_latency_settings(cfg: dict[str, Any]) -> None:
     if not latency_wanted(cfg):
         return
     check_backend_installed(latency.get("backend", "eager"))
+    if latency.get("clock") == "cpu" and int(latency.get("threads") or 1) > 1:
+        raise ConfigError(f"--latency.clock=cpu adds up the CPU time of all {latency['threads']} threads, which is "
+                          "not a latency; use it with --latency.threads=1, or --latency.clock=wall")
     cpus = os.cpu_count() or 1
     if int(latency.get("threads") or 1) > cpus:
         raise ConfigError(f"--latency.threads={latency['threads']}: this machine has {cpus} CPU(s); "
                           f"use at most {cpus}")
-    if latency.get("clock") == "cpu" and int(latency.get("threads") or 1) > 1:
-        raise ConfigError(f"--latency.clock=cpu adds up the CPU time of all {latency['threads']} threads, which is "
-                          "not a latency; use it with --latency.threads=1, or --latency.clock=wall")
     bad = [c for c in latency.get("cores") or [] if c not in _usable_cores()]
     if bad:
         raise ConfigError(f"--latency.cores: no CPU core(s) {bad} for this process; usable: "

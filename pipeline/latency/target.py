@@ -30,6 +30,8 @@ class Target:
         warmup: untimed forwards first.
         repeats: timed forwards (the median counts).
         clock: "wall" (the wall clock) or "cpu" (the process's CPU time; one thread on a CPU).
+        min_seconds: timed rounds continue past ``repeats`` until they took this long.
+        statistic: "median" of the timed calls, or "min" (the fastest: the least disturbed).
     """
 
     device: str = "cpu"
@@ -40,6 +42,8 @@ class Target:
     warmup: int = 5
     repeats: int = 20
     clock: str = "wall"
+    min_seconds: float = 1.0
+    statistic: str = "median"
 
     @classmethod
     def from_settings(cls, latency: dict[str, Any]) -> "Target":
@@ -55,7 +59,8 @@ class Target:
         cores = latency.get("cores")
         return cls(device=device, backend=backend, batch=int(latency.get("batch", 1)),
                    threads=int(latency.get("threads", 1)), cores=tuple(cores) if cores else None,
-                   warmup=int(latency.get("warmup", 5)), repeats=int(latency.get("repeats", 20)), clock=clock)
+                   warmup=int(latency.get("warmup", 5)), repeats=int(latency.get("repeats", 20)), clock=clock,
+                   min_seconds=float(latency.get("min_seconds", 1.0)), statistic=latency.get("statistic", "median"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,12 +71,18 @@ class Target:
     def conditions(self) -> str:
         """What a latency was measured under, as stored with it: a changed one is re-measured."""
         clock = "" if self.clock == "wall" else f"/{self.clock}-clock"
-        return f"{self.device}/{self.backend}/batch{self.batch}/threads{self.threads}{clock}"
+        statistic = "" if self.statistic == "median" else f"/{self.statistic}"
+        return f"{self.device}/{self.backend}/batch{self.batch}/threads{self.threads}{clock}{statistic}"
+
+    def latency(self, timing) -> float:
+        """The latency (ms) a ``measure.Timing`` gives on this target's clock and statistic."""
+        return timing.on(self.clock, self.statistic)
 
     def describe(self) -> str:
         threads = "" if self.device == "cuda" else f", {self.threads} thread{'s' * (self.threads > 1)}"
         clock = ", CPU-time clock" if self.clock == "cpu" else ""
-        return f"{device_name(self.device)}, {self.backend}, batch {self.batch}{threads}{clock}"
+        statistic = ", fastest call" if self.statistic == "min" else ""
+        return f"{device_name(self.device)}, {self.backend}, batch {self.batch}{threads}{clock}{statistic}"
 
     def cache_key(self) -> dict[str, Any]:
         """Everything a cached measurement depends on: the device's fingerprint, the backend and its
@@ -82,8 +93,8 @@ class Target:
                 "torch": _torch_version()}
 
     def predictor_key(self) -> dict[str, Any]:
-        """What a fitted predictor holds for: the measurements' key and the clock it was fitted on."""
-        return {**self.cache_key(), "clock": self.clock}
+        """What a fitted predictor holds for: the measurements' key, and the clock and statistic it was fitted on."""
+        return {**self.cache_key(), "clock": self.clock, "statistic": self.statistic}
 
     def cache_name(self) -> str:
         text = json.dumps(self.cache_key(), sort_keys=True)

@@ -262,14 +262,14 @@ class ArchitectureSearch(Callback):
             write_front(self.candidates, out / "front", self.objective)
         table = summary_table(self.candidates, best, self.proxy, seconds)
         for logger in trainer.loggers:
-            _log_to_wandb(logger, self.candidates, out, best)
+            _log_to_wandb(logger, self.candidates, out, best, record)
         from rich.console import Console
 
         Console().print(table)
         self.latency_record = record
         if record is not None:
             limit = self.costs.max_latency_ms
-            if limit is not None and record["fresh_process_ms"] > limit:
+            if limit is not None and (record.get("fresh_process_ms") or 0) > limit:
                 rank_zero_info(f"warning: re-measured in a fresh process the pick takes {record['fresh_process_ms']:.3g} "
                                f"ms, over --limits.max_latency_ms={limit:g} (it was {record['search_ms']:.3g} ms "
                                f"{record['search_source']} in the search); see docs/latency.md on noise")
@@ -300,13 +300,6 @@ def _gather(local: list[Candidate], world: int) -> list[Candidate]:
     return [c for part in parts for c in (part or [])]
 
 
-def latency_line(record: dict) -> str:
-    """The pick's latency as the search and the run report state it: both numbers, and where."""
-    return (f"{record['search_ms']:.4g} ms {record['search_source']} in the search, {record['fresh_process_ms']:.4g} ms "
-            f"measured in a fresh process, on {record['device']} ({record['backend']}, batch {record['batch']}, "
-            f"{record['threads']} thread(s)); peak inference memory {record['memory_mb']:.4g} MB")
-
-
 def _progress(trainer: Trainer):
     if trainer.global_rank != 0 or not trainer.progress_bar_callback:
         return None
@@ -317,7 +310,8 @@ def _progress(trainer: Trainer):
     return progress
 
 
-def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec) -> None:
+def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec,
+                  latency: Optional[dict] = None) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):
@@ -333,4 +327,4 @@ def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec
                      caption=["score vs latency" if any(c.latency_ms is not None for c in candidates)
                               else "score vs params", "convergence"])
     logger.experiment.log_artifact(handoff_artifact("arch", logger.experiment.group, out / "arch.yaml",
-                                                    metadata=best.to_dict()))
+                                                    metadata={**best.to_dict(), **({"latency": latency} if latency else {})}))

@@ -19,7 +19,7 @@ from pipeline.config import make_trainer, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.distributed import is_rank_zero
 from pipeline.proxies import check_options, compute_proxy, get_proxy
-from pipeline.search.callback import ArchitectureSearch, check_probe_labels, latency_line
+from pipeline.search.callback import ArchitectureSearch, check_probe_labels
 from pipeline.search.settings import parse_config
 from pipeline.space import Limits, SearchSpace
 from pipeline.tracking import wandb_logger
@@ -167,6 +167,8 @@ def run(cfg: dict[str, Any]) -> int:
     if trainer.global_rank == 0:
         print(f"chosen architecture: {search.chosen.short()}\nwritten to: {out / 'arch.yaml'}")
         if search.latency_record is not None:
+            from pipeline.latency.costs import latency_line
+
             print(f"latency: {latency_line(search.latency_record)}")
     return 0
 

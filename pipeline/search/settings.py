@@ -165,10 +165,15 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     parser = make_parser()
     cfg = expand_run_name(as_plain(parser, parse(parser, argv, "search", DEFAULT_CONFIG)))
     check_run_name(cfg["run_name"])
+    check_search_settings(cfg)
+    return cfg
+
+
+def check_search_settings(cfg: dict[str, Any]) -> None:
+    """What can be refused before torch loads, also for the search stage of ``pipeline run``."""
     check_limit_window(cfg["limits"])
     check_space_and_probe(cfg)
     check_latency_settings(cfg)
-    return cfg
 
 
 def check_space_and_probe(cfg: dict[str, Any]) -> None:
