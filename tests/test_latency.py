@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 import zlib
 
@@ -73,8 +74,9 @@ def test_peak_memory_equals_the_profilers_count():
 
     spec = SearchSpace.load("demo").sample(random.Random(1))
     images = torch.rand(3, 3, 32, 32)
+    net = build_model(spec, seed=0).eval()
     with torch.inference_mode(), LiveTensorMemory() as counted:
-        build_model(spec, seed=0).eval()(images)
+        net(images)
     net = build_model(spec, seed=0).eval()
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         net(images)
@@ -95,8 +97,8 @@ def _additive(monkeypatch) -> dict[str, int]:
     the networks "measured"."""
     counter = {"networks": 0}
 
-    def cost(part: str) -> float:
-        return 0.05 + zlib.crc32(part.encode()) % 1000 / 250
+    def cost(part: str) -> float:   # grows with every number in the part's name (width, heads, MLP), plus jitter
+        return 0.05 + sum(map(float, re.findall(r"[\d.]+", part))) / 100 + zlib.crc32(part.encode()) % 1000 / 20000
 
     def fake(specs, target, progress=None):
         counter["networks"] += len(specs)
@@ -168,7 +170,7 @@ def test_pareto_fronts_crowding_and_knee():
     scores, latencies = {k: v[0] for k, v in points.items()}, {k: v[1] for k, v in points.items()}
     assert objective.pick(scores, latencies) == "b"
     order = objective.order(scores, latencies)
-    assert set(order[:4]) == {"a", "b", "c", "d"} and order[:2] == ["a", "d"]   # front ends first (crowding)
+    assert set(order[:4]) == {"a", "b", "c", "d"} and set(order[:2]) == {"a", "d"}   # front ends first (crowding)
     assert Objective("score").pick(scores, latencies) == "d"
     scores["z"] = -math.inf
     assert "z" not in objective.order(scores, {**latencies, "z": 0.1})
@@ -272,6 +274,7 @@ def test_pareto_objective_writes_the_front(params_proxy, monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------ the command
+@pytest.mark.slow
 def test_demo_search_under_a_latency_limit_records_the_latency(tmp_path):
     """The issue's check: a demo search with --limits.max_latency_ms=1000 finishes and its arch.yaml
     holds the latency (measured again in a fresh process) with the conditions it was measured under."""

@@ -89,9 +89,11 @@ class DeviceCosts:
                             "raise the limit, or pick a smaller space, batch or another backend")
         return found
 
-    def prepare(self, out_dir: Optional[Path] = None,
-                progress: Optional[Callable[[int, int], None]] = None) -> Optional[LatencyPredictor]:
-        """The predictor: the one this run folder used (same target), else calibrated (cached)."""
+    def prepare(self, out_dir: Optional[Path] = None, progress: Optional[Callable[[int, int], None]] = None,
+                save: bool = True) -> Optional[LatencyPredictor]:
+        """The predictor: the one this run folder used (same target: a resumed search proposes what
+        the first run proposed), else the one prepared already, else calibrated (cached); then kept
+        in the run folder when ``save``. A latency limit below every prediction is a UserError."""
         if not self.needs_predictor:
             return None
         saved = Path(out_dir) / PREDICTOR_FILE if out_dir is not None else None
@@ -104,9 +106,9 @@ class DeviceCosts:
 
             self.predictor = LatencyPredictor.calibrate(self.space, self.target,
                                                         MeasurementCache(self.target, self.cache_folder), progress)
-        if saved is not None:
-            atomic_write_text(saved, json.dumps(self.predictor.to_dict(), indent=1))
         self.check_predicted_feasible()
+        if saved is not None and save:
+            atomic_write_text(saved, json.dumps(self.predictor.to_dict(), indent=1))
         return self.predictor
 
     def use(self, predictor: Optional[LatencyPredictor]) -> None:
@@ -117,12 +119,12 @@ class DeviceCosts:
         """Proposals are filtered on predicted latency: refuse a limit below every prediction."""
         if self.max_latency_ms is None or self.predictor is None:
             return
-        smallest = self.space.extreme_spec(False)
-        predicted = self.predictor.predict(smallest)
+        fastest = min(_shallow_uniform(self.space), key=self.predictor.predict)
+        predicted = self.predictor.predict(fastest)
         if predicted > self.max_latency_ms:
-            raise UserError(f"--limits.max_latency_ms={self.max_latency_ms:g}: the calibrated predictor puts even "
-                            f"the smallest network of space {self.space.name!r} at {predicted:.3g} ms on "
-                            f"{self.target.describe()}; raise the limit")
+            raise UserError(f"--limits.max_latency_ms={self.max_latency_ms:g}: the calibrated predictor puts the "
+                            f"fastest network of space {self.space.name!r} ({fastest.short()}) at {predicted:.3g} ms "
+                            f"on {self.target.describe()}; raise the limit")
 
     # ------------------------------------------------------------------ during the search
     def admits(self, spec: ArchSpec) -> bool:
@@ -180,6 +182,22 @@ class DeviceCosts:
         return {**record, "fresh_process_ms": round(fresh["latency_ms"], 4),
                 "fresh_process_spread": round(fresh["spread"], 4),
                 "memory_mb": round(fresh.get("memory_mb", search_costs.memory_mb), 3)}
+
+
+def _shallow_uniform(space: SearchSpace) -> list[ArchSpec]:
+    """The shallowest networks of every width with one MLP ratio and, per stage, one head count: the
+    fastest network of the space is among them when blocks cost what they cost alone (an additive
+    predictor's assumption), whichever block type is cheapest."""
+    import itertools
+
+    depths = [min(s) for s in space.stage_depths]
+    heads = [space.num_heads.values] * (len(depths) if space.num_heads.per != "global" else 1)
+    out = []
+    for embed, mlp, combo in itertools.product(space.embed_dim, space.mlp_ratio.values, itertools.product(*heads)):
+        per_stage = combo if len(combo) == len(depths) else combo * len(depths)
+        layers = [h for h, d in zip(per_stage, depths) for _ in range(d)]
+        out.append(space.make_spec(embed, depths, layers, [mlp] * len(layers)))
+    return out
 
 
 def latency_line(record: dict) -> str:

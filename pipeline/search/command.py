@@ -7,6 +7,7 @@ candidate), the probe, the output folder -- is checked before the first generati
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,7 +89,9 @@ def make_costs(cfg: dict[str, Any], space: SearchSpace):
     """The candidates' costs on the ``latency`` target (None when the search does not measure them).
 
     Checks the target (a GPU for cuda, ONNX Runtime's provider) and, on rank 0, the limits against
-    the space's smallest network, measured: a limit nothing meets is one line, in seconds.
+    the space's smallest network, measured: a limit nothing meets is one line, in seconds. Under a
+    latency limit rank 0 then calibrates the predictor (or takes it from the cache) and checks the
+    limit against its fastest prediction, still before the search's Trainer starts.
     """
     from pipeline.latency.settings import latency_wanted
 
@@ -102,7 +105,22 @@ def make_costs(cfg: dict[str, Any], space: SearchSpace):
                         max_latency_ms=limits.get("max_latency_ms"), max_memory_mb=limits.get("max_memory_mb"))
     if is_rank_zero() and (costs.max_latency_ms is not None or costs.max_memory_mb is not None):
         costs.check_feasible()
+    if is_rank_zero() and costs.max_latency_ms is not None:
+        out = Path(cfg["out_dir"]) / cfg["run_name"]
+        with _progress_bar("calibrating the latency predictor (networks)") as progress:
+            costs.prepare(out, progress, save=False)
     return costs
+
+
+@contextmanager
+def _progress_bar(what: str):
+    """A rich progress bar for work before the search's own (``progress(done, total)``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
