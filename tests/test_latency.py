@@ -308,3 +308,38 @@ def test_missing_backend_is_one_line_naming_the_package(monkeypatch, capsys, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pip install onnxruntime" in err[0], err
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------ pipeline run
+def test_run_takes_the_latency_settings_and_checks_them_before_any_stage(monkeypatch):
+    import importlib.util
+
+    from pipeline.errors import ConfigError
+    from pipeline.run.settings import parse_config
+
+    cfg = parse_config(["--search.limits.max_latency_ms=4", "--search.latency.backend=export",
+                        "--search.objective=pareto", "--search.latency.batch=2"])
+    assert cfg["search"]["limits"]["max_latency_ms"] == 4.0 and cfg["search"]["latency"]["backend"] == "export"
+    assert cfg["search"]["objective"] == "pareto" and cfg["search"]["latency"]["batch"] == 2
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ConfigError, match="pip install onnxruntime"):
+        parse_config(["--search.limits.max_latency_ms=4", "--search.latency.backend=onnx"])
+
+
+def test_run_report_states_both_latencies(tmp_path):
+    from pipeline.report import write_report
+    from pipeline.search.report import write_arch
+
+    spec = SearchSpace.load("demo").extreme_spec(False)
+    search = tmp_path / "search"
+    write_arch(search / "arch.yaml", spec, {
+        "device": "cpu (AMD EPYC)", "backend": "onnx", "batch": 1, "threads": 1, "clock": "wall",
+        "statistic": "median", "warmup": 5, "repeats": 20, "search_ms": 1.2345, "search_source": "predicted",
+        "memory_mb": 0.55, "fresh_process_ms": 1.3012, "fresh_process_spread": 0.05})
+    (search / "config.yaml").write_text(yaml.safe_dump({"limits": {"max_latency_ms": 2.0}, "objective": "score"}))
+    (search / "pareto.png").write_bytes(b"")
+    text = write_report(tmp_path).read_text()
+    assert "1.234 ms predicted in the search, 1.301 ms measured in a fresh process" in text
+    assert "on cpu (AMD EPYC) (onnx, batch 1, 1 thread(s))" in text and "![score vs latency](search/pareto.png)" in text
+    assert ArchSpec.load(search / "arch.yaml") == spec

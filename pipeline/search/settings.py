@@ -138,7 +138,9 @@ def make_parser():
                     "and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
                     "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
                     "arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml, "
-                    "pareto.png, convergence.png. Every option can be given as --section.key=value. Shipped "
+                    "pareto.png, convergence.png (with a latency limit or objective: the pick's latency in arch.yaml, "
+                    "latency_predictor.json, and front/ for --objective=pareto; docs/latency.md). Every option can be "
+                    "given as --section.key=value. Shipped "
                     f"configs (--config NAME): {', '.join(shipped_configs('search'))}; default: demo. "
                     "Proxies: docs/proxies.md.")
     parser.add_argument("--config", action=ActionConfigFile, help="a search config file or a shipped config's name")
@@ -165,15 +167,10 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     parser = make_parser()
     cfg = expand_run_name(as_plain(parser, parse(parser, argv, "search", DEFAULT_CONFIG)))
     check_run_name(cfg["run_name"])
-    check_search_settings(cfg)
-    return cfg
-
-
-def check_search_settings(cfg: dict[str, Any]) -> None:
-    """What can be refused before torch loads, also for the search stage of ``pipeline run``."""
     check_limit_window(cfg["limits"])
     check_space_and_probe(cfg)
     check_latency_settings(cfg)
+    return cfg
 
 
 def check_space_and_probe(cfg: dict[str, Any]) -> None:
