@@ -104,8 +104,9 @@ class DeviceCosts:
         if self.predictor is None:
             from pipeline.latency.cache import MeasurementCache
 
-            self.predictor = LatencyPredictor.calibrate(self.space, self.target,
-                                                        MeasurementCache(self.target, self.cache_folder), progress)
+            cache = MeasurementCache(self.target, self.cache_folder)
+            self.predictor = LatencyPredictor.calibrate(self.space, self.target, cache, progress)
+            _warn_if_noisy(self.space, self.target, cache)
         self.check_predicted_feasible()
         if saved is not None and save:
             atomic_write_text(saved, json.dumps(self.predictor.to_dict(), indent=1))
@@ -182,6 +183,26 @@ class DeviceCosts:
         return {**record, "fresh_process_ms": round(fresh["latency_ms"], 4),
                 "fresh_process_spread": round(fresh["spread"], 4),
                 "memory_mb": round(fresh.get("memory_mb", search_costs.memory_mb), 3)}
+
+
+NOISY = 0.10   # median spread (interquartile range / median) of the calibration's timed calls
+
+
+def _warn_if_noisy(space: SearchSpace, target: Target, cache) -> None:
+    """Say so when the machine was busy while the predictor's networks were timed: a block's
+    latency is a difference of two networks', so their noise reaches the predictions amplified."""
+    import statistics
+    import sys
+
+    from pipeline.latency.predictor import calibration_groups
+
+    timings = [cache.get(s) for group in calibration_groups(space) for s in group]
+    spread = statistics.median(t.cpu_spread if target.clock == "cpu" else t.spread for t in timings)
+    if spread > NOISY and target.statistic == "median":
+        sys.stderr.write(f"warning: the latency predictor's networks were timed on a busy machine (median spread "
+                         f"{spread:.0%} of the median); its predictions will be off. Calibrate on a quiet machine "
+                         f"(delete {cache.path} to calibrate again), or time the fastest call "
+                         f"(--latency.statistic=min; docs/latency.md)\n")
 
 
 def _shallow_uniform(space: SearchSpace) -> list[ArchSpec]:

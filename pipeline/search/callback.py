@@ -57,7 +57,7 @@ class ArchitectureSearch(Callback):
             (the search attached to a training run probes with the data it will train on).
         probe_size: images taken from the DataModule when ``probe`` is None.
         seed: seeds the strategy; ``init_seed`` seeds every network's initialisation.
-        costs: latency and memory on the deployment target (``pipeline.latency.DeviceCosts``), with
+        costs: latency and memory on the deployment target (``pipeline.latency.costs.DeviceCosts``), with
             their limits; None: not measured.
         objective: "score" (the best score within the limits) or "pareto" (score against latency).
     """
@@ -167,6 +167,8 @@ class ArchitectureSearch(Callback):
 
     def _prepare_costs(self, trainer: Trainer):
         """The latency predictor, calibrated with a progress bar where the search shows one."""
+        if self.costs.predictor is not None or not self.costs.needs_predictor:   # prepared by the command
+            return self.costs.prepare(self.out_dir)
         progress = _progress(trainer)
         task = progress.add_task("calibrating the latency predictor (networks)", total=None) if progress else None
         try:

@@ -39,7 +39,7 @@ class Candidate:
         return json.dumps(d, allow_nan=True)
 
     def with_costs(self, costs) -> "Candidate":
-        """This candidate with its costs on the target (a ``pipeline.latency.Costs``)."""
+        """This candidate with its costs on the target (a ``pipeline.latency.costs.Costs``)."""
         return replace(self, latency_ms=costs.latency_ms, latency_source=costs.source,
                        memory_mb=costs.memory_mb, latency_on=costs.conditions)
 
