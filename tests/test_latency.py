@@ -56,6 +56,33 @@ def test_the_two_clocks_and_the_time_budget():
     assert Timing.from_dict(json.loads(json.dumps(t.to_dict()))) == t
 
 
+def test_threads_and_cores_are_pinned_while_timing_only():
+    import os
+
+    from pipeline.latency.target import pinned
+
+    threads, cores = torch.get_num_threads(), os.sched_getaffinity(0)
+    one = min(cores)
+    with pinned(Target(threads=1, cores=(one,))):
+        assert torch.get_num_threads() == 1 and os.sched_getaffinity(0) == {one}
+    assert torch.get_num_threads() == threads and os.sched_getaffinity(0) == cores
+
+
+def test_a_noisy_calibration_is_reported(monkeypatch, tmp_path, capsys):
+    """A block's latency is a difference of two networks': a busy machine while calibrating is said."""
+    from pipeline.latency.costs import _warn_if_noisy
+
+    space = SearchSpace.load("demo")
+    cache = MeasurementCache(FAST, tmp_path)
+    specs = [s for group in calibration_groups(space) for s in group]
+    cache.put({s: Timing(1.0, 0.02, 20, 1.0, 0.02, 0.9, 0.9) for s in specs})
+    _warn_if_noisy(space, FAST, cache)
+    assert capsys.readouterr().err == ""
+    cache.put({s: Timing(1.0, 0.5, 20, 1.0, 0.5, 0.9, 0.9) for s in specs})
+    _warn_if_noisy(space, FAST, cache)
+    assert "timed on a busy machine (median spread 50% of the median)" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ memory
 def test_live_tensor_memory_counts_storages_alive_together():
     with LiveTensorMemory() as m:
