@@ -30,7 +30,9 @@ MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphen
 # Appended after the agent's arguments (later arguments win): one tiny generation or epoch, no
 # W&B (the sweeps' own --wandb.mode=online must be overridden), outputs in a temporary folder.
 SHORTEN = {
-    "search": ["--strategy.evolution.generations=1", "--strategy.evolution.population=2", "--wandb.mode=disabled"],
+    "search": ["--strategy.evolution.generations=1", "--strategy.evolution.population=2", "--wandb.mode=disabled",
+               # a latency sweep times its networks: briefly, and by the fastest call (a test machine is busy)
+               "--latency.min_seconds=0.2", "--latency.statistic=min"],
     "train": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
               "--wandb.mode=disabled"],
 }
