@@ -48,7 +48,7 @@ class ArchitectureSearch(Callback):
         space: the search space (name, path or SearchSpace).
         out_dir: where arch.yaml, candidates.jsonl/csv, state.json and plots go; a rerun with
             the same directory resumes.
-        proxy: registered proxy name (ViNTK by default); ``proxy_options`` override its defaults.
+        proxy: registered proxy name (NASWOT by default); ``proxy_options`` override its defaults.
         strategy: "evolution" or "random"; ``strategy_options`` e.g. population, generations.
         limits: min/max params and FLOPs (millions).
         probe: how to get the probe batch: ``(images, labels)`` tensors, a callable
@@ -62,7 +62,7 @@ class ArchitectureSearch(Callback):
         objective: "score" (the best score within the limits) or "pareto" (score against latency).
     """
 
-    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "vintk_flops",
+    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "naswot",
                  proxy_options: Optional[dict[str, Any]] = None, strategy: str = "evolution",
                  strategy_options: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
                  seed: int = 0, init_seed: int = 0, probe_size: int = 8, costs=None,
@@ -325,8 +325,9 @@ def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec
     data = [[c.generation, c.spec.short(), c.score, c.rank_value, c.valid, c.reason, c.params_m, c.flops_m,
              c.seconds, c.latency_ms, c.latency_source, c.memory_mb] for c in candidates]
     logger.log_table("search/candidates", columns=columns, data=data)
-    logger.log_image("search/plots", [str(out / "pareto.png"), str(out / "convergence.png")],
-                     caption=["score vs latency" if any(c.latency_ms is not None for c in candidates)
-                              else "score vs params", "convergence"])
+    # one key per plot: images of different sizes under one key are drawn wrongly by the W&B UI
+    pareto_caption = "score vs latency" if any(c.latency_ms is not None for c in candidates) else "score vs params"
+    logger.log_image("search/pareto", [str(out / "pareto.png")], caption=[pareto_caption])
+    logger.log_image("search/convergence", [str(out / "convergence.png")], caption=["best score per generation"])
     logger.experiment.log_artifact(handoff_artifact("arch", logger.experiment.group, out / "arch.yaml",
                                                     metadata={**best.to_dict(), **({"latency": latency} if latency else {})}))

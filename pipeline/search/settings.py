@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Sequence
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
-                             expand_run_name, parse, shipped_configs, space_file)
+                             expand_run_name, parse, shipped_configs, space_file, unknown_space)
 from pipeline.latency.settings import LatencySettings, check_latency_settings
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
@@ -22,14 +22,15 @@ class ProxySettings:
     """The training-free proxy that scores candidates.
 
     Args:
-        name: a registered proxy; vintk_flops is the default chosen on the dev tune halves
-            (docs/proxies.md), vintk the ViNTK reconstruction.
+        name: a registered proxy; naswot is the default, chosen by mean regret on the tune halves of
+            three dev files (docs/proxies.md); vintk_flops the previous default, vintk the ViNTK
+            reconstruction.
         init_seed: seeds every candidate's initialisation.
-        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]};
+        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]} for vintk;
             names the proxy does not take are refused.
     """
 
-    name: str = "vintk_flops"
+    name: str = "naswot"
     init_seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -133,7 +134,7 @@ def make_parser():
     parser = ArgumentParser(
         prog="python -m pipeline search", exit_on_error=False,
         description="Score candidate ViTs of a search space at initialisation with a training-free proxy "
-                    "(vintk_flops by default), under params/FLOPs limits, with an evolutionary or random "
+                    "(naswot by default), under params/FLOPs limits, with an evolutionary or random "
                     "strategy, optionally under latency / peak-memory limits measured on a device (--latency.*), "
                     "and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
                     "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
@@ -178,8 +179,7 @@ def check_space_and_probe(cfg: dict[str, Any]) -> None:
     has its root: refused here, before torch loads, rather than after."""
     space = str(cfg["space"])
     if space_file(space) is None:
-        raise ConfigError(f"--space: unknown search space {space!r}; presets: {', '.join(shipped_configs('spaces'))} "
-                          "(or give a path to a space YAML file)")
+        raise ConfigError(f"--space: {unknown_space(space)}")
     if cfg["probe"]["source"] == "folder" and not cfg["probe"].get("root"):
         raise ConfigError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
 
