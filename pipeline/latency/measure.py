@@ -1,8 +1,12 @@
 """Latency measurement: the median of timed forwards after warm-up, networks interleaved.
 
-Several networks measured together take one forward each per round, in an order that rotates
-from round to round, so a change in the machine's load during the measurement hits them all
-alike instead of biasing whichever ran at that moment. Threads (and cores, if asked) are pinned
+Several networks measured together take turns, in an order that rotates from round to round,
+so a change in the machine's load during the measurement hits them all alike instead of biasing
+whichever ran at that moment. In its turn a network runs one untimed forward before the timed
+one: the other networks' turns have evicted its weights from the processor's caches, and a
+network deployed alone (or re-measured alone in a fresh process) runs with them cached. Timing
+the first forward of each turn made every in-process measurement of the demo space 15% slower
+than the same network's fresh-process measurement (benchmarks/latency.py, docs/latency.md). Threads (and cores, if asked) are pinned
 for the duration (``pinned``). The median of the timed rounds is the latency; the interquartile
 range over the median says how noisy it was.
 
@@ -77,10 +81,10 @@ def timing(wall: list[float], cpu: list[float]) -> Timing:
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                      progress: Optional[Callable[[int, int], None]] = None, min_seconds: float = 0.0,
                      max_rounds: int = 2000) -> dict[K, Timing]:
-    """Time every run ``warmup`` + ``repeats`` times, one call of each per round (order rotating),
+    """Time every run ``warmup`` + ``repeats`` times, one turn of each per round (order rotating),
     and keep adding timed rounds (up to ``max_rounds``) until they took ``min_seconds``: fast
     networks are then timed over a window long enough that a burst of other work moves the
-    median little."""
+    median little. With several runs, each turn is an untimed call (caches warm again) and a timed one."""
     keys = list(runs)
     wall: dict[K, list[float]] = {k: [] for k in keys}
     cpu: dict[K, list[float]] = {k: [] for k in keys}
@@ -89,6 +93,8 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
         shift = r % len(keys)
         round_start = time.perf_counter()
         for k in keys[shift:] + keys[:shift]:
+            if len(keys) > 1:
+                runs[k]()   # re-warm the caches the other networks' turns evicted (untimed)
             start, start_cpu = time.perf_counter(), time.process_time()
             runs[k]()
             elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
