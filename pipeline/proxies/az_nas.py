@@ -32,7 +32,7 @@ Kendall tau 0.516 on 1,000 AutoFormer-T subnets), ``search_autoformer_az.py``,
 Our departures, all deliberate: the random input and the gradient signs come from a generator
 seeded by the model seed (theirs continue the global RNG, so each candidate saw other numbers:
 ours score every candidate on the same input, like the shared supernet weights); the covariance
-eigenvalues and singular values are computed in float64 (theirs float32 on a GPU); a component
+eigenvalues and singular values are computed in float64 (theirs in float32 on a GPU); a component
 that is not finite makes the network invalid (theirs becomes -inf and ranks last).
 """
 from __future__ import annotations
@@ -75,9 +75,9 @@ def needs_isotropic_vit(spec: ArchSpec) -> Optional[str]:
 def feature_entropy(feature: torch.Tensor) -> float:
     """Entropy of the normalised eigenvalue spectrum of the token covariance of ``feature`` (B, N, C)
     (AZ-NAS's expressivity of one feature; at most log C)."""
-    x = feature.detach().reshape(-1, feature.shape[-1]).double()
+    x = feature.detach().reshape(-1, feature.shape[-1])
     x = x - x.mean(dim=0, keepdim=True)
-    eig = torch.linalg.eigvalsh(x.T @ x / x.shape[0])
+    eig = torch.linalg.eigvalsh((x.T @ x / x.shape[0]).double())   # the product in float32 as theirs, the spectrum in float64
     p = eig / eig.sum()
     return float(-(p * torch.log(p + 1e-8)).sum())
 
@@ -85,9 +85,9 @@ def feature_entropy(feature: torch.Tensor) -> float:
 def pair_trainability(grad_in: torch.Tensor, grad_out: torch.Tensor) -> float:
     """``-s - 1/(s + 1e-6) + 2`` for s the largest singular value of the (C_in x C_out) matrix
     ``G_in^T G_out / rows`` (both gradients flattened to rows of channels)."""
-    g_in = grad_in.reshape(-1, grad_in.shape[-1]).double()
-    g_out = grad_out.reshape(-1, grad_out.shape[-1]).double()
-    s = float(torch.linalg.matrix_norm(g_in.T @ g_out / g_out.shape[0], ord=2))
+    g_in = grad_in.reshape(-1, grad_in.shape[-1])
+    g_out = grad_out.reshape(-1, grad_out.shape[-1])
+    s = float(torch.linalg.matrix_norm((g_in.T @ g_out / g_out.shape[0]).double(), ord=2))
     return -s - 1.0 / (s + 1e-6) + 2.0
 
 
