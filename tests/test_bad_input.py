@@ -58,10 +58,14 @@ ROWS = [
         "weights has 3 values for 2 views", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
         PROXY_S),
+    row("search-proxy-cannot-score-space", ["search", "--config=pit_tiny", "--proxy.name=az_nas"],
+        "--proxy.name=az_nas cannot score the networks of space 'pit_tiny'", PROXY_S),
     # correlate
     row("correlate-type", ["correlate", "--limit=0"], "--limit: expected PositiveInt"),
     row("correlate-unknown-key", ["correlate", "--nope=1"], "unknown option(s) --nope=1"),
     row("correlate-missing-metric", ["correlate", "--metric=nope"], "--metric"),
+    row("correlate-unknown-proxy", ["correlate", "--proxies=[params,nope]"], "--proxies: unknown proxy name(s) ['nope']",
+        PROXY_S),
     # run
     row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'cls', 'seg']", LIGHTNING_S),
     row("run-unknown-stage-key", ["run", "--cls.optim.nope=1"], "unknown option(s) --cls.optim.nope=1", LIGHTNING_S),

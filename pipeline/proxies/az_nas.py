@@ -85,8 +85,8 @@ def feature_entropy(feature: torch.Tensor) -> float:
 def pair_trainability(grad_in: torch.Tensor, grad_out: torch.Tensor) -> float:
     """``-s - 1/(s + 1e-6) + 2`` for s the largest singular value of the (C_in x C_out) matrix
     ``G_in^T G_out / rows`` (both gradients flattened to rows of channels)."""
-    g_in = grad_in.reshape(-1, grad_in.shape[-1])
-    g_out = grad_out.reshape(-1, grad_out.shape[-1])
+    g_in = grad_in.detach().reshape(-1, grad_in.shape[-1])
+    g_out = grad_out.detach().reshape(-1, grad_out.shape[-1])
     s = float(torch.linalg.matrix_norm((g_in.T @ g_out / g_out.shape[0]).double(), ord=2))
     return -s - 1.0 / (s + 1e-6) + 2.0
 
@@ -188,9 +188,10 @@ def _measure(spec: ArchSpec, images: torch.Tensor, *, seed: int, device, batch_s
 
 
 def log_rank_sum(population: Sequence[Mapping[str, float]], options: Mapping[str, Any]) -> list[float]:
-    """AZ-NAS's aggregate: ``sum_c log(rank_c / N)``, ranks 1..N of each component among the N
-    networks (ties averaged, ``scipy.stats.rankdata``), larger component = higher rank."""
-    components = _check_components(options["components"])
+    """AZ-NAS's aggregate: ``sum_c log(rank_c / N)`` over the components named by
+    ``options["components"]``, ranks 1..N of each among the N networks (ties averaged,
+    ``scipy.stats.rankdata``), larger component = higher rank. 0 for a network first in every one."""
+    components = list(dict.fromkeys(options["components"]))
     n = len(population)
     total = np.zeros(n)
     for c in components:

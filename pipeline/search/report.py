@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +18,7 @@ from pipeline.space import ArchSpec  # noqa: E402
 from pipeline.utils.io import atomic_write  # noqa: E402
 
 CSV_COLUMNS = ["generation", "score", "rank_value", "valid", "reason", "params_m", "flops_m", "seconds",
-               "embed_dim", "depth", "num_heads", "mlp_ratio", "stage_depths", "arch"]
+               "embed_dim", "depth", "num_heads", "mlp_ratio", "stage_depths", "arch", "components"]
 
 
 def write_candidates_csv(candidates: Sequence[Candidate], path: Path) -> None:
@@ -30,7 +31,8 @@ def write_candidates_csv(candidates: Sequence[Candidate], path: Path) -> None:
                 w.writerow([c.generation, c.score, c.rank_value, c.valid, c.reason, f"{c.params_m:.6f}",
                             f"{c.flops_m:.3f}", f"{c.seconds:.3f}", s.embed_dim, s.depth,
                             " ".join(map(str, s.num_heads)), " ".join(f"{m:g}" for m in s.mlp_ratio),
-                            " ".join(map(str, s.stage_depths)), s.to_json()])
+                            " ".join(map(str, s.stage_depths)), s.to_json(),
+                            json.dumps(c.components, sort_keys=True) if c.components else ""])
     atomic_write(path, write)
 
 

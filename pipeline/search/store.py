@@ -3,12 +3,17 @@
 The file doubles as the resume cache: a rerun replays the (deterministic) strategy and takes
 each candidate's score from here instead of recomputing it. A line cut short by a crash is
 ignored, so killing a search at any moment loses at most the candidate being written.
+
+For a population-ranked proxy (AZ-NAS) a line holds what was measured, the ``components``, and
+a NaN score: the score is a rank among the candidates seen so far, re-derived from the logged
+components whenever the population grows, so a resumed search recomputes no network and
+reaches the same ranks.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +31,7 @@ class Candidate:
     params_m: float
     flops_m: float
     seconds: float
+    components: dict[str, float] = field(default_factory=dict)   # population-ranked proxies: what was measured
 
     def to_json(self) -> str:
         d = asdict(self)

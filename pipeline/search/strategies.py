@@ -41,6 +41,9 @@ class Strategy:
         batch.append(spec)
 
     def tell(self, spec: ArchSpec, score: float) -> None:
+        """The score of a proposed spec. Telling a spec again replaces its score: a population-ranked
+        proxy (AZ-NAS) re-ranks every candidate seen so far whenever a generation arrives, and the
+        strategy's parents and best then follow the new values."""
         self.scores[spec] = score
 
     def generations(self) -> Iterator[list[ArchSpec]]:
