@@ -324,3 +324,62 @@ def test_correlate_refuses_az_nas_on_a_pit_file_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: --proxies: az_nas cannot score architecture p0 of pit.jsonl")
     assert "pools between stages" in lines[0]
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- L-SWAG
+def test_lswag_profile_equals_brute_force():
+    from pipeline.proxies.lswag import lswag_profile, percentile_bin
+
+    model = build_model(DEMO, seed=0).eval()
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    got = lswag_profile(model, x, y, splits=2)
+    # the weighted layers in the order the forward runs them
+    layers = [model.patch_embed.proj]
+    for blk in model.blocks:
+        layers += [blk.attn.qkv, blk.attn.proj, blk.mlp.fc1, blk.mlp.fc2]
+    layers.append(model.head)
+    D = len(layers)
+    assert got.layers == D and got.samples == 6
+    halves = [torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[s]), y[s]), [m.weight for m in layers])
+              for s in (slice(0, 3), slice(3, 6))]
+    lam = [0.0] * 11
+    for i in range(D):
+        sigma = ((halves[0][i].abs() - halves[1][i].abs()).abs() / 2).double()
+        lam[int((i + 1) / D * 100 // 10)] += math.log((1 / sigma[sigma > 0]).sum().item())
+    np.testing.assert_allclose(got.lam, lam, rtol=1e-9)
+    # activation patterns: one 6-bit vector per (token, hidden unit) of each MLP's GELU
+    patterns = []
+    with torch.no_grad():
+        h = model.forward_residuals(x)
+        for k, blk in enumerate(model.blocks):
+            a = blk.mlp.act(blk.mlp.fc1(blk.norm2(h[2 * k])))
+            b = percentile_bin(layers.index(blk.mlp.fc1) + 1, D)
+            patterns.append((b, {tuple(col) for col in (a > 0).reshape(6, -1).T.tolist()}))
+    expect = [len(set().union(*[p for b, p in patterns if b <= bin_])) for bin_ in range(0, 101, 10)]
+    assert list(got.psi_upto) == expect
+
+
+def test_lswag_value_and_percentiles():
+    from pipeline.proxies.lswag import LSWAGProfile, lswag_value
+
+    p = LSWAGProfile(lam=tuple(float(i) for i in range(11)), psi_upto=tuple(10 * i for i in range(11)),
+                     log_sigma=(0.0,) * 11, layers=11, samples=4)
+    assert lswag_value(p, [20, 40]) == (2 + 3 + 4) * 40
+    assert lswag_value(p, [20, 40], "gradient") == 9 and lswag_value(p, [20, 40], "expressivity") == 40
+    for bad in ([40, 20], [5, 50], [0], "0,100", [0, 110]):
+        with pytest.raises(ValueError, match="percentiles must be"):
+            lswag_value(p, bad)
+
+
+def test_lswag_proxies_share_one_measurement_and_run_on_pit():
+    images, labels = torch.randn(4, 3, 16, 16), torch.arange(4)
+    whole = compute_proxy("lswag", DEMO, images, labels, options={"percentiles": [0, 50]})
+    grad = compute_proxy("lswag_gradient", DEMO, images, labels, options={"percentiles": [0, 50]})
+    expr = compute_proxy("lswag_expressivity", DEMO, images, labels, options={"percentiles": [0, 50]})
+    assert whole.valid and whole.value == pytest.approx(grad.value * expr.value) and grad.seconds < whole.seconds
+    pit = ArchSpec(family="pit", embed_dim=8, num_heads=(2, 4), mlp_ratio=(2.0, 2.0), stage_depths=(1, 1),
+                   img_size=32, patch_size=8, patch_stride=4, num_classes=10)
+    assert get_proxy("lswag").requires is None
+    s = compute_proxy("lswag", pit, torch.randn(4, 3, 32, 32), labels)
+    assert s.valid and s.value > 0

@@ -187,4 +187,4 @@ def population_values(name: str, population: Sequence[Optional[Components]],
 
 def _load_builtin() -> None:
     """Import the modules whose decorators fill the registry."""
-    from pipeline.proxies import az_nas, baselines, ntk_proxies  # noqa: F401
+    from pipeline.proxies import az_nas, baselines, lswag, ntk_proxies  # noqa: F401
