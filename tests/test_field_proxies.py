@@ -14,9 +14,9 @@ from scipy import stats
 
 from conftest import run_cli
 from pipeline.models import build_model, count_params
+from pipeline.models.complexity import autoformer_flops
 from pipeline.proxies import compute_proxy, get_proxy
-from pipeline.proxies.az_nas import (_signs, autoformer_complexity, az_nas_measure, feature_entropy, log_rank_sum,
-                                     pair_trainability)
+from pipeline.proxies.az_nas import _signs, az_nas_measure, feature_entropy, log_rank_sum, pair_trainability
 from pipeline.proxies.registry import REGISTRY, Population, population_values, register
 from pipeline.search import ArchitectureSearch
 from pipeline.search.command import _NothingToTrain
@@ -76,16 +76,16 @@ def test_az_nas_measure_equals_a_block_by_block_reference():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_autoformer_complexity_equals_the_released_get_complexity():
+def test_autoformer_flops_equals_the_released_get_complexity():
     """Values printed by AZ-NAS's ``Vision_TransformerSuper.get_complexity`` (commit 3d2b539) for
-    three subnets of the OoD-ViT-NAS AutoFormer-T file (docs/field_proxies.md)."""
+    two subnets of the OoD-ViT-NAS AutoFormer-T file (docs/field_proxies.md)."""
     space = SearchSpace.load("autoformer_tiny")
     e192 = space.make_spec(192, [14], [3, 4, 3, 4, 3, 4, 3, 3, 4, 3, 4, 4, 4, 4],
                            [3.5, 4, 4, 4, 3.5, 3.5, 4, 3.5, 3.5, 3.5, 4, 4, 3.5, 4])
     e216 = space.make_spec(216, [12], [4, 4, 3, 3, 3, 3, 4, 4, 4, 4, 3, 4],
                            [3.5, 3.5, 4, 3.5, 4, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5, 4])
-    assert autoformer_complexity(e192) == 1587681084.0    # key 220
-    assert autoformer_complexity(e216) == 1580059404.0    # key 621
+    assert autoformer_flops(e192) == 1587681084.0    # key 220
+    assert autoformer_flops(e216) == 1580059404.0    # key 621
 
 
 def test_log_rank_sum_hand_example():
@@ -114,7 +114,7 @@ def test_az_nas_and_its_components_share_one_measurement():
     for c in ("expressivity", "progressivity", "trainability"):
         part = compute_proxy(f"az_nas_{c}", DEMO, images, labels, options=opts)
         assert part.value == whole.components[c] and part.seconds < whole.seconds
-    assert compute_proxy("az_nas_complexity", DEMO, images, labels).value == autoformer_complexity(DEMO)
+    assert compute_proxy("az_nas_complexity", DEMO, images, labels).value == autoformer_flops(DEMO)
     other = compute_proxy("az_nas", DEMO, images, labels, seed=1, options=opts)
     assert other.components["expressivity"] != whole.components["expressivity"]   # another draw
 

@@ -25,7 +25,7 @@ Kendall tau 0.516 on 1,000 AutoFormer-T subnets), ``search_autoformer_az.py``,
   where s is the largest singular value of ``G_x^T G_y / (B*N)`` (0 when s = 1: the block neither
   amplifies nor damps gradients); averaged over the pairs.
 * **Complexity**: AutoFormer's own FLOPs count (``get_complexity``), reproduced by
-  :func:`autoformer_complexity` (it counts the blocks' linear layers over 198 tokens).
+  :func:`pipeline.models.complexity.autoformer_flops` (it counts the blocks' linear layers over 198 tokens).
 * **Aggregate**: ``sum over components of log(rank / N)`` with ranks (ties averaged) among the N
   networks scored together; every component is "higher is better" (more FLOPs ranks higher).
 
@@ -46,11 +46,12 @@ import torch
 from scipy import stats
 from torch import nn
 
+from pipeline.models.complexity import autoformer_flops
 from pipeline.models.supernet import build_from_supernet
 from pipeline.proxies.registry import InvalidScore, Population, register
 from pipeline.space.spec import ArchSpec
 
-__all__ = ["AZ_COMPONENTS", "AZ_NAS_DEFAULTS", "az_nas_measure", "autoformer_complexity", "feature_entropy",
+__all__ = ["AZ_COMPONENTS", "AZ_NAS_DEFAULTS", "az_nas_measure", "feature_entropy",
            "log_rank_sum", "needs_isotropic_vit", "pair_trainability"]
 
 AZ_COMPONENTS = ("expressivity", "progressivity", "trainability", "complexity")
@@ -119,28 +120,6 @@ def az_nas_measure(model: nn.Module, inputs: torch.Tensor, generator: torch.Gene
             "trainability": float(np.mean(pairs))}
 
 
-def autoformer_complexity(spec: ArchSpec) -> float:
-    """AutoFormer's ``Vision_TransformerSuper.get_complexity(num_patches)`` for ``spec``, as AZ-NAS
-    takes it: the patch embedding over the S patches (+ its bias), half the position table, the
-    blocks' norms, linear layers and attention over S + 2 tokens (their count adds one token twice),
-    the relative-position terms, and the classifier over S + 1 tokens. Multiply-adds, roughly."""
-    if spec.family != "vit":
-        raise ValueError(f"autoformer_complexity needs a vit spec, got {spec.family!r}")
-    S, E = spec.grid_size ** 2, spec.embed_dim
-    flops = E + S * E * spec.in_chans * spec.patch_size ** 2 + (S + 1) * E / 2.0
-    L = S + 2
-    for i in range(spec.depth):
-        qk = spec.num_heads[i] * spec.layer_head_dim(i)
-        hidden = int(E * spec.mlp_ratio[i])
-        flops += 2 * L * E                                   # the two LayerNorms
-        flops += L * 3 * qk * E + 2 * L * L * qk + L * qk * E  # qkv, scores, weighted sum, projection
-        if spec.rel_pos:
-            m = spec.rel_pos_max
-            flops += m * L * L + L * L / 2.0 + m * L * L + L * qk / 2.0
-        flops += 2 * L * E * hidden                          # fc1, fc2
-    return flops + (S + 1) * E * spec.num_classes
-
-
 def _check_components(components: Sequence[str]) -> list[str]:
     if isinstance(components, str) or not components:
         raise ValueError(f"components must be a non-empty list of {list(AZ_COMPONENTS)}; got {components!r}")
@@ -180,7 +159,7 @@ def _measure(spec: ArchSpec, images: torch.Tensor, *, seed: int, device, batch_s
 
         model = build_model(spec, seed=seed)
     values = az_nas_measure(model.to(device), x.to(device), generator)
-    values["complexity"] = autoformer_complexity(spec)
+    values["complexity"] = autoformer_flops(spec)
     _CACHE[key] = values
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -237,5 +216,5 @@ _register_component("trainability", "AZ-NAS trainability: -s - 1/s + 2 of each b
           description="AZ-NAS complexity: AutoFormer's own FLOPs count (get_complexity); no network is built")
 def az_nas_complexity(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
                       device="cpu") -> float:
-    """AZ-NAS's complexity component alone (:func:`autoformer_complexity`)."""
-    return autoformer_complexity(spec)
+    """AZ-NAS's complexity component alone (:func:`pipeline.models.complexity.autoformer_flops`)."""
+    return autoformer_flops(spec)
