@@ -12,7 +12,10 @@ import time
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import REPO, run_cli
+
+# Four made-up demo-space architectures: a ground truth that needs neither ../shared nor a download.
+TINY_GT = REPO / "tests" / "data" / "tiny_ground_truth.jsonl"
 
 # Refused by the torch-free parser: Python start-up + jsonargparse, ~0.3 s alone on this 2-core box.
 PARSE_S = 5.0
@@ -53,7 +56,7 @@ ROWS = [
     row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root"),
     row("search-unknown-proxy", ["search", "--proxy.name=nope"], "--proxy.name: unknown proxy 'nope'", PROXY_S),
     row("search-unknown-proxy-option", ["search", "--proxy.options={foo: 1}"],
-        "proxy 'naswot' does not take the option(s) ['foo']", PROXY_S),
+        "proxy 'naswot' does not take the option(s) ['foo']; it takes no options", PROXY_S),
     row("search-proxy-option-fails", ["search", "--proxy.name=vintk", "--proxy.options={weights: [1, 2, 3]}"],
         "weights has 3 values for 2 views", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
@@ -63,9 +66,12 @@ ROWS = [
     # correlate
     row("correlate-type", ["correlate", "--limit=0"], "--limit: expected PositiveInt"),
     row("correlate-unknown-key", ["correlate", "--nope=1"], "unknown option(s) --nope=1"),
-    row("correlate-missing-metric", ["correlate", "--metric=nope"], "--metric"),
-    row("correlate-unknown-proxy", ["correlate", "--proxies=[params,nope]"], "--proxies: unknown proxy name(s) ['nope']",
-        PROXY_S),
+    row("correlate-missing-metric", ["correlate", f"--ground_truth={TINY_GT}", "--metric=nope"],
+        "--metric: metric(s) ['nope'] not in"),
+    row("correlate-missing-file", ["correlate", "--ground_truth=no_such_file.json"],
+        "or name a known benchmark: ood_vit_nas_tiny"),
+    row("correlate-unknown-proxy", ["correlate", f"--ground_truth={TINY_GT}", "--proxies=[params,nope]"],
+        "--proxies: unknown proxy name(s) ['nope']", PROXY_S),
     # run
     row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'cls', 'seg']", LIGHTNING_S),
     row("run-unknown-stage-key", ["run", "--cls.optim.nope=1"], "unknown option(s) --cls.optim.nope=1", LIGHTNING_S),

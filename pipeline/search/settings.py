@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Sequence
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
-                             expand_run_name, parse, shipped_configs, space_file)
+                             expand_run_name, parse, shipped_configs, space_file, unknown_space)
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
 
@@ -25,7 +25,7 @@ class ProxySettings:
             three dev files (docs/proxies.md); vintk_flops the previous default, vintk the ViNTK
             reconstruction.
         init_seed: seeds every candidate's initialisation.
-        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]};
+        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]} for vintk;
             names the proxy does not take are refused.
     """
 
@@ -165,8 +165,7 @@ def check_space_and_probe(cfg: dict[str, Any]) -> None:
     has its root: refused here, before torch loads, rather than after."""
     space = str(cfg["space"])
     if space_file(space) is None:
-        raise ConfigError(f"--space: unknown search space {space!r}; presets: {', '.join(shipped_configs('spaces'))} "
-                          "(or give a path to a space YAML file)")
+        raise ConfigError(f"--space: {unknown_space(space)}")
     if cfg["probe"]["source"] == "folder" and not cfg["probe"].get("root"):
         raise ConfigError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
 
