@@ -84,6 +84,10 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     if not cfg["stages"]:
         raise ConfigError("--stages: name at least one of [search, cls, seg], e.g. --stages=[search,cls]")
     cfg["stages"] = [s for s in STAGES if s in cfg["stages"]]
+    if "search" in cfg["stages"]:   # e.g. a latency backend that is not installed: refused now, not at the stage
+        from pipeline.latency.settings import check_latency_settings
+
+        check_latency_settings(cfg["search"])
     from pipeline.train.cli import number_of_devices
 
     for stage in ("cls", "seg"):
