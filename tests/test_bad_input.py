@@ -67,6 +67,8 @@ ROWS = [
         "weights has 3 values for 2 views", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
         PROXY_S),
+    row("search-proxy-cannot-score-space", ["search", "--config=pit_tiny", "--proxy.name=az_nas"],
+        "--proxy.name=az_nas cannot score the networks of space 'pit_tiny'", PROXY_S),
     # search -- the latency section and the device's limits (issue 23)
     row("search-latency-device", ["search", "--latency.device=tpu"],
         "--latency.device: expected Literal['auto', 'cpu', 'cuda'], got 'tpu'"),
@@ -98,6 +100,8 @@ ROWS = [
         "--metric: metric(s) ['nope'] not in"),
     row("correlate-missing-file", ["correlate", "--ground_truth=no_such_file.json"],
         "or name a known benchmark: ood_vit_nas_tiny"),
+    row("correlate-unknown-proxy", ["correlate", f"--ground_truth={TINY_GT}", "--proxies=[params,nope]"],
+        "--proxies: unknown proxy name(s) ['nope']", PROXY_S),
     # run
     row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'cls', 'seg']", LIGHTNING_S),
     row("run-unknown-stage-key", ["run", "--cls.optim.nope=1"], "unknown option(s) --cls.optim.nope=1", LIGHTNING_S),

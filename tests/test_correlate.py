@@ -167,7 +167,7 @@ def test_end_to_end(full_run, ground_truth):
     assert len(rows) == N_ARCHS * len(proxies)
     # metric: all (the default) stores every metric column of the file once per (key, proxy)
     assert list(rows[0]) == ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m",
-                             "top1", "top5"]
+                             "components", "top1", "top5"]
     assert {(r["key"], r["proxy"]) for r in rows} == {(f"a{i}", p) for i in range(N_ARCHS) for p in proxies}
     truth = {d["id"]: d["metrics"] for d in map(json.loads, ground_truth.read_text().splitlines())}
     for r in rows:

@@ -12,8 +12,11 @@ Outputs, in ``output_dir``:
 
 * ``config.yaml`` - the resolved config (paths absolute); ``--config`` it to rerun/resume.
 * ``scores.csv`` - one row per (architecture, proxy), appended and fsynced as soon as it is
-  computed: columns ``key, proxy, value, valid, reason, seconds, params_m, flops_m`` and one per
-  metric (every metric is stored once per pair, so one scoring serves every metric).
+  computed: columns ``key, proxy, value, valid, reason, seconds, params_m, flops_m, components``
+  and one per metric (every metric is stored once per pair, so one scoring serves every metric).
+  A population-ranked proxy (AZ-NAS) stores what it measured in ``components`` (JSON) and NaN as
+  its value: its values are ranks among the architectures reported, derived at report time, so
+  the same file serves any split or limit (the summary says over how many).
   A rerun with the same ``output_dir`` keeps every pair already there and computes only the
   missing ones (a truncated last line, left by a crash mid-write, is dropped). ``--fresh=true``
   starts over. Rerunning with settings that change scores (probe, model seed, proxy options,
@@ -45,7 +48,7 @@ from pipeline.correlate.plan import Plan, prepare
 from pipeline.correlate.report import print_summary, write_plots, write_summary
 from pipeline.correlate.scores import CONFIG_NAME, SCORES_NAME, check_resume, compute_scores, read_scores
 from pipeline.correlate.settings import parse_config
-from pipeline.correlate.statistics import mean_regret, regret_table, summarize_scores
+from pipeline.correlate.statistics import mean_regret, rank_populations, regret_table, summarize_scores
 
 
 def score_and_report(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
@@ -70,8 +73,9 @@ def score_and_report(plan: Plan, console: Any, err_console: Any) -> list[dict[st
                       f"{plan.device}{extra}; {n_done} score(s) already in {scores_path}")
     computed = compute_scores(plan, rows, err_console)
 
-    regret = regret_table(plan, rows)
-    summary = summarize_scores(plan, rows, mean_regret(regret))
+    ranked = rank_populations(plan, rows)   # population-ranked proxies: ranks among the reported architectures
+    regret = regret_table(plan, ranked)
+    summary = summarize_scores(plan, ranked, mean_regret(regret))
     write_summary(plan, summary, regret)
     print_summary(plan, summary, regret, console)
     invalid = {s["proxy"]: s["n_invalid"] for s in summary if s["n_invalid"]}

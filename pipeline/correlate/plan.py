@@ -10,7 +10,8 @@ from typing import Any, Literal, Optional, Sequence, get_args, get_origin, get_t
 
 from pipeline.errors import UserError
 
-BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m"]
+BASE_COLUMNS = ["key", "proxy", "value", "valid", "reason", "seconds", "params_m", "flops_m", "components"]
+LEGACY_BASE_COLUMNS = BASE_COLUMNS[:-1]   # scores.csv before population-ranked proxies (no components)
 
 
 @dataclass
@@ -149,6 +150,7 @@ def prepare(cfg: dict[str, Any]) -> Plan:
         random.Random(cfg["seed"]).shuffle(order)  # a smaller limit with the same seed is a prefix
         order = sorted(order[:cfg["limit"]])       # file order: results never depend on the shuffle order
     selected = [usable[i] for i in order]
+    check_proxies_apply(proxies, selected, gt_path)
 
     device = resolve_device(cfg["device"])
     out = cfg["output_dir"] or Path("checkpoints") / "correlate" / gt_path.stem
@@ -170,6 +172,19 @@ def prepare(cfg: dict[str, Any]) -> Plan:
         plan.budget_source = "the 25/50/75/100 % quantiles of the scored architectures' params"
     plan.probes = _probe_batches(plan)
     return plan
+
+
+def check_proxies_apply(proxies: Sequence[str], entries: Sequence[Any], gt_path: Path) -> None:
+    """Every proxy can score every selected architecture (what it ``requires`` of a network), or one
+    line naming the first that cannot, before any work."""
+    from pipeline.proxies.registry import unsupported_reason
+
+    for proxy in proxies:
+        for e in entries:
+            reason = unsupported_reason(proxy, e.spec)
+            if reason:
+                raise UserError(f"--proxies: {proxy} cannot score architecture {e.key} of {gt_path.name} "
+                                f"({e.spec.short()}): {reason}; leave {proxy} out for this file")
 
 
 def _probe_batches(plan: Plan) -> dict[int, tuple[Any, Any]]:

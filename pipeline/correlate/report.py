@@ -95,6 +95,19 @@ def _selection_line(plan: Plan) -> str:
             + (f" Spec overrides applied to every architecture: {overrides}." if overrides else ""))
 
 
+def population_line(plan: Plan, summary: list[dict[str, Any]]) -> str:
+    """Which proxies are ranked within the reported architectures, and among how many."""
+    from pipeline.proxies.registry import get_proxy
+
+    ranked = {s["proxy"]: s["n_valid"] for s in summary if get_proxy(s["proxy"]).population is not None}
+    if not ranked:
+        return ""
+    return ("Population-ranked: " + ", ".join(f"`{p}` among the {n} architectures above with a valid score"
+                                              for p, n in ranked.items())
+            + " (its value for an architecture is a rank aggregate of its components, in scores.csv, over those "
+              "architectures: it changes with the split and the limit).")
+
+
 def write_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[str, Any]]) -> None:
     cols = summary_columns(plan)
     atomic_write_text(plan.out_dir / "summary.csv",
@@ -104,8 +117,10 @@ def write_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[s
                       _csv(regret_cols, [[_fmt(r[c], 6) for c in regret_cols] for r in regret]))
 
     frac = 100 * plan.cfg["top_fraction"]
+    population = population_line(plan, summary)
     md = [f"# Proxy correlation: {plan.gt_path.name}, {len(plan.entries)} architectures ({plan.split}), "
           f"metrics {', '.join(f'`{m}`' for m in plan.metrics)}", "", _selection_line(plan), "",
+          *([population, ""] if population else []),
           (f"Kendall tau-b and Spearman rho over valid scores (proxy oriented so that larger = better); "
            f"band tau = size-weighted mean tau within {plan.cfg['bands']} equal-count parameter bands; "
            f"{_top_label(plan.cfg['top_fraction'])} = share of the true top {frac:g}% "
@@ -146,6 +161,9 @@ def print_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[s
     show(f"{plan.gt_path.name} ({plan.split}): {len(plan.entries)} architectures, Kendall tau, band tau "
          f"({plan.cfg['bands']} params bands) and mean regret over the budgets {', '.join(f'{b:g}' for b in plan.budgets)} M",
          *compact_table(plan, summary, regret))
+    population = population_line(plan, summary)
+    if population:
+        console.print(population.replace("`", ""))
     for metric, (header, rows) in regret_tables(plan, regret).items():
         show(f"{metric}: true metric of the top pick under each params budget (regret)", header, rows)
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
-from pipeline.correlate.plan import BASE_COLUMNS, Plan
+from pipeline.correlate.plan import BASE_COLUMNS, LEGACY_BASE_COLUMNS, Plan
 from pipeline.correlate.settings import names
 from pipeline.errors import UserError
 from pipeline.utils.io import atomic_write
@@ -39,21 +40,29 @@ class Row:
     params_m: float
     flops_m: float
     metrics: tuple[float, ...]  # the ground truth, one value per metric column (Plan.metrics order)
+    # what a population-ranked proxy measured (its value is NaN here and derived by ranking: statistics.py)
+    components: Mapping[str, float] = field(default_factory=dict)
 
     def cells(self) -> list[str]:
+        components = json.dumps(dict(self.components), sort_keys=True) if self.components else ""
         return [self.key, self.proxy, repr(float(self.value)), "1" if self.valid else "0",
                 self.reason.replace("\r", " ").replace("\n", " "), repr(float(self.seconds)),
-                repr(float(self.params_m)), repr(float(self.flops_m)), *(repr(float(m)) for m in self.metrics)]
+                repr(float(self.params_m)), repr(float(self.flops_m)), components,
+                *(repr(float(m)) for m in self.metrics)]
 
     @classmethod
     def parse(cls, cells: list[str], n_metrics: int) -> "Row":
         if len(cells) != len(BASE_COLUMNS) + n_metrics:
             raise ValueError(f"{len(cells)} cells")
-        key, proxy, value, valid, reason, seconds, params_m, flops_m = cells[:len(BASE_COLUMNS)]
+        key, proxy, value, valid, reason, seconds, params_m, flops_m, components = cells[:len(BASE_COLUMNS)]
         if valid not in ("0", "1"):
             raise ValueError(f"valid={valid!r}")
+        parsed = json.loads(components) if components else {}
+        if not isinstance(parsed, dict):
+            raise ValueError(f"components={components!r}")
         return cls(key, proxy, float(value), valid == "1", reason, float(seconds), float(params_m),
-                   float(flops_m), tuple(float(m) for m in cells[len(BASE_COLUMNS):]))
+                   float(flops_m), tuple(float(m) for m in cells[len(BASE_COLUMNS):]),
+                   {str(k): float(v) for k, v in parsed.items()})
 
 
 def read_scores(path: Path, columns: list[str]) -> tuple[dict[tuple[str, str], Row], int]:
@@ -72,6 +81,14 @@ def read_scores(path: Path, columns: list[str]) -> tuple[dict[tuple[str, str], R
     lines = list(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline="")))
     if not lines:
         return {}, dropped
+    legacy = LEGACY_BASE_COLUMNS + columns[len(BASE_COLUMNS):]
+    if lines[0] == legacy:   # written before the components column: the same rows with none
+        at = len(LEGACY_BASE_COLUMNS)
+        lines = [columns] + [cells[:at] + [""] + cells[at:] if len(cells) == len(legacy) else cells
+                             for cells in lines[1:]]
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(lines)
+        atomic_write(path, lambda p: p.write_text(text.getvalue(), encoding="utf-8"))
     if lines[0] != columns:
         raise UserError(f"{path} has columns {lines[0]} but this run writes {columns} (other metrics: pass "
                         f"--metric=[{','.join(lines[0][len(BASE_COLUMNS):])}] to resume it); pass --fresh=true to start "
@@ -178,8 +195,9 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
                         s = compute_proxy(proxy, entry.spec, images, labels, seed=plan.cfg["model_seed"],
                                           device=plan.device, options=plan.options[proxy])
                         value, valid, reason, seconds = s.value, s.valid, s.reason, s.seconds
+                        components = dict(s.components)
                     except Exception as e:  # one failing proxy must not end a long run; recorded
-                        value, valid, seconds = math.nan, False, 0.0
+                        value, valid, seconds, components = math.nan, False, 0.0, {}
                         reason = f"{ERROR_PREFIX}{type(e).__name__}: {e}"
                         errors[proxy] = errors.get(proxy, 0) + 1
                         if errors[proxy] == 1:
@@ -189,7 +207,7 @@ def compute_scores(plan: Plan, rows: dict[tuple[str, str], Row], console: Any) -
                     else:
                         successes[proxy] = successes.get(proxy, 0) + 1
                     row = Row(entry.key, proxy, value, valid, reason, seconds, params / 1e6, macs / 1e6,
-                              tuple(entry.metrics[m] for m in plan.metrics))
+                              tuple(entry.metrics[m] for m in plan.metrics), components)
                     writer.write(row)
                     rows[(entry.key, proxy)] = row
                     progress.advance(task)

@@ -16,6 +16,25 @@ def _sizes(plan: Plan) -> dict[str, tuple[float, float]]:
     return {e.key: tuple(v / 1e6 for v in complexity(e.spec)) for e in plan.entries}
 
 
+def rank_populations(plan: Plan, rows: dict[tuple[str, str], Row]) -> dict[tuple[str, str], Row]:
+    """``rows`` with the values of population-ranked proxies (AZ-NAS) derived from their stored
+    components by ranking the valid ones among the architectures this run reports (``plan.entries``:
+    the split and the limit decide the population). Other proxies' rows are returned unchanged."""
+    from dataclasses import replace
+
+    from pipeline.proxies.registry import get_proxy, population_values
+
+    out = dict(rows)
+    for proxy in plan.proxies:
+        if get_proxy(proxy).population is None:
+            continue
+        present = [rows[(e.key, proxy)] for e in plan.entries if (e.key, proxy) in rows]
+        components = [r.components if r.valid and r.components else None for r in present]
+        for r, c, v in zip(present, components, population_values(proxy, components, plan.options[proxy])):
+            out[(r.key, proxy)] = replace(r, value=v) if c is not None else replace(r, valid=False)
+    return out
+
+
 def summarize_scores(plan: Plan, rows: dict[tuple[str, str], Row],
                      regrets: Optional[dict[tuple[str, str], float]] = None) -> list[dict[str, Any]]:
     """One statistics row per (metric, proxy), metric-major; ``regrets`` (:func:`mean_regret`) adds

@@ -102,28 +102,30 @@ def count_flops(spec: ArchSpec) -> int:
 
 def autoformer_flops(spec: ArchSpec) -> float:
     """FLOPs as AutoFormer's own code counts them (``Vision_TransformerSuper.get_complexity(196)``
-    of microsoft/Cream, AutoFormer/model/), the convention of the OoD-ViT-NAS files' ``flops``.
+    of microsoft/Cream, AutoFormer/model/), the convention of the OoD-ViT-NAS files' ``flops`` and
+    AZ-NAS's complexity component (its AutoFormer code calls the same ``get_complexity``).
 
     It differs from :func:`count_flops` (exact multiply-adds) by AutoFormer's bookkeeping, which is
     reproduced here rather than corrected: each block counts ``tokens + 1`` tokens (its caller
     already added the class token); LayerNorms count one operation per element; the position
     embedding half an operation per element; the relative-position terms count
     ``rel_pos_max`` operations per token pair and k/v table, plus a half per pair and per query
-    channel; the classifier is applied to every token, not only to the pooled one. Only AutoFormer's
-    own model (64-channel heads, relative positions, patch embedding with bias) has this count.
-    Reproduced exactly on all 1,001 architectures of both OoD-ViT-NAS files (tests/test_models.py).
+    channel; the classifier is applied to every token, not only to the pooled one. Reproduced
+    exactly on all 1,001 architectures of both OoD-ViT-NAS files (tests/test_models.py). Another
+    isotropic ViT (no relative positions, heads of embed_dim / heads channels) gets the same
+    bookkeeping without the relative-position terms; a PiT, which pools between stages, has none.
     """
-    if spec.family != "vit" or not spec.rel_pos or spec.head_dim is None:
-        raise ValueError("autoformer_flops is AutoFormer's count for its own model (a vit with head_dim and "
-                         f"rel_pos); got family={spec.family}, head_dim={spec.head_dim}, rel_pos={spec.rel_pos}")
+    if spec.family != "vit":
+        raise ValueError(f"autoformer_flops is AutoFormer's count for an isotropic ViT; got family={spec.family}")
     width, n = spec.embed_dim, spec.grid_size ** 2
     patch = spec.in_chans * spec.patch_size ** 2 * width
     total = width + n * patch + (n + 1) * width / 2          # patch conv (+ its bias), position embedding
     s = n + 2                                                # tokens as each block's layers count them
     for i in range(spec.depth):
-        inner, hidden = spec.num_heads[i] * spec.head_dim, int(width * spec.mlp_ratio[i])
+        inner, hidden = spec.num_heads[i] * spec.layer_head_dim(i), int(width * spec.mlp_ratio[i])
         total += 2 * s * width                               # two LayerNorms
         total += s * width * 3 * inner + 2 * s * s * inner + s * inner * width   # qkv, scores, weighted sum, proj
-        total += 2 * spec.rel_pos_max * s * s + s * s / 2 + s * inner / 2        # relative positions (k and v)
+        if spec.rel_pos:                                     # relative positions (k and v)
+            total += 2 * spec.rel_pos_max * s * s + s * s / 2 + s * inner / 2
         total += 2 * s * width * hidden                      # fc1, fc2
     return total + (n + 1) * width * spec.num_classes        # classifier on every token

@@ -129,9 +129,14 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    def forward_residuals(self, x: torch.Tensor, grid: Optional[tuple[int, int]] = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream after the attention and after the MLP (AZ-NAS reads both)."""
         x = x + self.drop_path1(self.attn(self.norm1(x), grid))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x, x + self.drop_path2(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        return self.forward_residuals(x, grid)[1]
 
 
 @torch.no_grad()

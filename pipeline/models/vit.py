@@ -77,6 +77,17 @@ class VisionTransformer(nn.Module):
             x = blk(x, grid)
         return self.norm(x)
 
+    def forward_residuals(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream (B, 1 + H*W, C) after every attention and every MLP of every block,
+        in order (2 x depth tensors), without the final norm: what AZ-NAS's expressivity and
+        trainability read (AutoFormer's ``extract_res_features``)."""
+        x, grid = self._embed(x)
+        stream = []
+        for blk in self.blocks:
+            after_attn, x = blk.forward_residuals(x, grid)
+            stream += [after_attn, x]
+        return stream
+
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
         """Patch-token maps (B, C, H, W) after each block in ``indices`` (for dense heads)."""
         wanted = {i % len(self.blocks) for i in indices}

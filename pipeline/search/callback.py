@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from pipeline.distributed import rank_zero_decides
 from pipeline.models import count_flops, count_params
 from pipeline.proxies import compute_proxy, get_proxy
+from pipeline.proxies.registry import population_values
 from pipeline.search.objective import Objective
 from pipeline.search.report import (plot_convergence, plot_pareto, summary_table, write_arch, write_candidates_csv,
                                     write_front)
@@ -133,6 +134,7 @@ class ArchitectureSearch(Callback):
         if resumed:
             rank_zero_info(f"Resuming: {resumed} candidates already scored in {store.path}")
         history: list[dict[str, float]] = []
+        seen: dict[ArchSpec, Candidate] = {}   # every candidate handed to the strategy so far, in order
         start = time.perf_counter()
         progress = _progress(trainer)
         for gen, batch in enumerate(strategy.generations()):
@@ -148,8 +150,16 @@ class ArchitectureSearch(Callback):
                 if progress:
                     progress.update(task, advance=min(world, len(todo) - first))
             scored = [store.get(s) for s in batch]
-            for c in scored:
-                strategy.tell(c.spec, c.rank_value, c.latency_ms)
+            seen.update((c.spec, c) for c in scored)
+            if self.proxy_info.population is not None:
+                # a new generation changes every earlier candidate's rank: re-rank all of them, tell all
+                seen = self._ranked(seen)
+                scored = [seen[c.spec] for c in scored]
+                for c in seen.values():
+                    strategy.tell(c.spec, c.rank_value, c.latency_ms)
+            else:
+                for c in scored:
+                    strategy.tell(c.spec, c.rank_value, c.latency_ms)
             self.candidates.extend(_with_generation(scored, gen))
             history.append(self._log_generation(trainer, gen, scored, strategy))
             if rank == 0:
@@ -161,9 +171,20 @@ class ArchitectureSearch(Callback):
         best = strategy.best()
         if best is None:
             raise RuntimeError(f"every candidate failed; see {store.path} for the reasons")
+        # the outputs show each candidate's final value (a population-ranked one changed as others arrived)
+        self.candidates = [replace(seen[c.spec], generation=c.generation) for c in self.candidates]
         if rank == 0:
             self._write_outputs(trainer, best[0], history, time.perf_counter() - start)
         return best[0]
+
+    def _ranked(self, population: dict[ArchSpec, Candidate]) -> dict[ArchSpec, Candidate]:
+        """The population's candidates with the proxy's values as ranks among its valid members,
+        from their logged components (deterministic: the same population gives the same values)."""
+        members = list(population.values())
+        values = population_values(self.proxy, [c.components if c.valid else None for c in members],
+                                   self.proxy_options)
+        sign = 1.0 if self.proxy_info.higher_is_better else -1.0
+        return {c.spec: replace(c, score=v, rank_value=sign * v) if c.valid else c for c, v in zip(members, values)}
 
     def _prepare_costs(self, trainer: Trainer):
         """The latency predictor, calibrated with a progress bar where the search shows one."""
@@ -220,7 +241,7 @@ class ArchitectureSearch(Callback):
                 s = compute_proxy(self.proxy, spec, images, labels, seed=self.init_seed, device=device,
                                   options=options)
                 return Candidate(spec, gen, s.value, s.rank_value, s.valid, s.reason, count_params(spec) / 1e6,
-                                 count_flops(spec) / 1e6, s.seconds)
+                                 count_flops(spec) / 1e6, s.seconds, components=dict(s.components))
             except torch.OutOfMemoryError as e:
                 reason = f"out of memory: {str(e).splitlines()[0]}"
                 if device.type == "cuda":

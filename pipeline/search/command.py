@@ -20,6 +20,7 @@ from pipeline.config import device_line, make_trainer, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.distributed import is_rank_zero
 from pipeline.proxies import check_options, compute_proxy, get_proxy
+from pipeline.proxies.registry import unsupported_reason
 from pipeline.search.callback import ArchitectureSearch, check_probe_labels
 from pipeline.search.settings import parse_config
 from pipeline.space import Limits, SearchSpace
@@ -73,6 +74,11 @@ def check_proxy(cfg: dict[str, Any], space: SearchSpace, probe) -> None:
         raise UserError(f"--proxy.name: {str(e).strip(chr(34) + chr(39))}") from None
     except ValueError as e:
         raise UserError(f"--proxy.options: {e}") from None
+    for extreme in (space.extreme_spec(False), space.extreme_spec(True)):
+        reason = unsupported_reason(name, extreme)
+        if reason:
+            raise UserError(f"--proxy.name={name} cannot score the networks of space {space.name!r}: {reason}; "
+                            "choose another proxy (docs/proxies.md)")
     spec = space.extreme_spec(False)
     images, labels = probe
     try:

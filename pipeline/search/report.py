@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,7 +22,7 @@ from pipeline.utils.io import atomic_write, atomic_write_text  # noqa: E402
 
 CSV_COLUMNS = ["generation", "score", "rank_value", "valid", "reason", "params_m", "flops_m", "seconds",
                "latency_ms", "latency_source", "memory_mb",
-               "embed_dim", "depth", "num_heads", "mlp_ratio", "stage_depths", "arch"]
+               "embed_dim", "depth", "num_heads", "mlp_ratio", "stage_depths", "arch", "components"]
 
 
 def write_arch(path: Path, spec: ArchSpec, latency: Optional[dict] = None) -> Path:
@@ -64,7 +65,8 @@ def write_candidates_csv(candidates: Sequence[Candidate], path: Path) -> None:
                             f"{c.flops_m:.3f}", f"{c.seconds:.3f}", _number(c.latency_ms, 4), c.latency_source,
                             _number(c.memory_mb, 3), s.embed_dim, s.depth,
                             " ".join(map(str, s.num_heads)), " ".join(f"{m:g}" for m in s.mlp_ratio),
-                            " ".join(map(str, s.stage_depths)), s.to_json()])
+                            " ".join(map(str, s.stage_depths)), s.to_json(),
+                            json.dumps(c.components, sort_keys=True) if c.components else ""])
     atomic_write(path, write)
 
 

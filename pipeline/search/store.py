@@ -5,12 +5,17 @@ each candidate's score -- and its latency and memory on the target, when the sea
 them -- from here instead of recomputing it. A line cut short by a crash is ignored, so killing
 a search at any moment loses at most the candidate being written. Logs written before latency
 was recorded load as they are (no latency); such candidates are costed when a search needs it.
+
+For a population-ranked proxy (AZ-NAS) a line holds what was measured, the ``components``, and
+a NaN score: the score is a rank among the candidates seen so far, re-derived from the logged
+components whenever the population grows, so a resumed search recomputes no network and
+reaches the same ranks.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +37,7 @@ class Candidate:
     latency_source: str = ""             # "predicted" or "measured"; "" = not costed
     memory_mb: Optional[float] = None    # peak inference memory on the target
     latency_on: str = ""                 # device/backend/batch/threads the costs hold for
+    components: dict[str, float] = field(default_factory=dict)   # population-ranked proxies: what was measured
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -55,6 +55,9 @@ class Strategy:
         batch.append(spec)
 
     def tell(self, spec: ArchSpec, score: float, latency_ms: Optional[float] = None) -> None:
+        """The score (and latency) of a proposed spec. Telling a spec again replaces them: a
+        population-ranked proxy (AZ-NAS) re-ranks every candidate seen so far whenever a generation
+        arrives, and the strategy's parents and best then follow the new values."""
         self.scores[spec] = score
         self.latencies[spec] = math.nan if latency_ms is None else latency_ms
 
