@@ -18,7 +18,7 @@ from pipeline.models.complexity import count_params
 from pipeline.space import ArchSpec, Limits, SearchSpace, SpecError
 
 POOL_FACTOR = 20    # pool size per architecture wanted
-MAX_DRAWS = 50      # draws per pool member before the space counts as exhausted
+STALE_DRAWS = 200   # draws in a row that add nothing new: the space (within the limits) is exhausted
 
 
 def arch_id(spec: ArchSpec) -> str:
@@ -31,14 +31,13 @@ def stratified_sample(space: SearchSpace, limits: Limits, n: int, bands: int, se
     space.check_limits(limits)
     rng = random.Random(seed)
     pool: dict[ArchSpec, float] = {}
-    want = n * POOL_FACTOR
-    for _ in range(want * MAX_DRAWS):
-        if len(pool) >= want:
-            break
+    want, stale = n * POOL_FACTOR, 0
+    while len(pool) < want and stale < STALE_DRAWS:   # a small space runs dry: stop when draws stop adding
         try:
             spec = space.sample_within(rng, limits, max_tries=2000)
         except SpecError:
             break
+        stale = stale + 1 if spec in pool else 0
         pool.setdefault(spec, count_params(spec))
     if len(pool) < n:
         raise UserError(f"the space {space.name!r} has only {len(pool)} distinct architectures within the limits "
