@@ -224,3 +224,59 @@ def test_two_workers_share_one_file_and_a_killed_ones_items_are_taken_over(tmp_p
     assert b.returncode == 0, out
     rows = _assert_each_item_once(path, 5, [0], 0)
     assert {r["worker"] for r in rows} <= {"a", "b"} and any(r["worker"] == "b" for r in rows)
+
+
+# ----------------------------------------------------------------------------- pipeline run --ground_truth
+def _gt_file(tmp_path: Path, accuracies: dict[int, float]) -> Path:
+    path = tmp_path / "gt.jsonl"
+    path.write_text("".join(json.dumps({"id": f"a{e}", "space": "demo", "arch": _arch(e), "metrics": {"top1": v}})
+                            + "\n" for e, v in accuracies.items()))
+    return path
+
+
+def test_standing_of_the_pick_against_the_best_and_the_largest_that_fit(tmp_path):
+    from pipeline.groundtruth.standing import standing
+    from pipeline.space import ArchSpec
+
+    # embed 128 (largest) does not fit a 0.2 M budget; of the rest, embed 96 is the largest
+    path = _gt_file(tmp_path, {64: 81.0, 96: 80.0, 128: 90.0, 32: 83.0})
+    entries = load_ground_truth(path)
+    sizes = {e.key: count_params(e.spec) / 1e6 for e in entries}
+    budget = sorted(sizes.values())[2]   # admits the three smallest
+    fits = sorted(sizes, key=sizes.get)[:3]
+    pick = ArchSpec.from_dict(_arch(32))
+    s = standing(entries, pick, Limits(max_params=budget), "top1")
+    largest = max(fits, key=sizes.get)
+    assert s["n_fit"] == 3 and s["best"] == ("a32", 83.0)
+    assert s["largest_params"] == {"a64": 81.0, "a96": 80.0, "a32": 83.0}[largest]
+    assert s["pick"] == 83.0 and s["pick_rank"] == 1
+
+
+def test_run_report_says_where_the_pick_stands(tmp_path):
+    import yaml
+
+    from pipeline.report import write_report
+    from pipeline.space import ArchSpec
+
+    run_dir = tmp_path / "run"
+    (run_dir / "search").mkdir(parents=True)
+    ArchSpec.from_dict(_arch(64)).save(run_dir / "search" / "arch.yaml")
+    gt = _gt_file(tmp_path, {64: 81.0, 96: 80.0, 128: 90.0})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"ground_truth": str(gt), "search": {"limits": {}}}))
+    text = write_report(run_dir).read_text()
+    assert "The pick against the largest that fits" in text
+    assert "| **the search's pick** (rank 2 of 3) | 81.00 | 9.00 |" in text
+    assert "| largest that fits (params) | 90.00 | 0.00 |" in text
+    assert "**worse than** the largest network that fits by params (-9.00 points" in text
+
+
+def test_run_refuses_a_missing_ground_truth_file_or_metric_in_one_line(tmp_path):
+    from pipeline.config import ConfigError
+    from pipeline.run.settings import parse_config
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config([f"--ground_truth={tmp_path / 'nope.jsonl'}"])
+    gt = _gt_file(tmp_path, {64: 81.0})
+    with pytest.raises(ConfigError, match="--ground_truth_metric=acc is not a metric of .* it has: top1"):
+        parse_config([f"--ground_truth={gt}", "--ground_truth_metric=acc"])
+    assert parse_config([f"--ground_truth={gt}"])["ground_truth"] == str(gt.resolve())
