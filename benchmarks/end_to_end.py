@@ -16,12 +16,11 @@ script skips finished runs and resumes an interrupted one (``--resume``). Result
 stdout, ``benchmarks/results/end_to_end.csv`` (one row per run), ``docs/end_to_end.md`` (the table) and
 ``docs/img/end_to_end.png``.
 
-    python benchmarks/end_to_end.py [--out checkpoints/end_to_end] [--seeds 0 1 2] [--threads 2]
+    python benchmarks/end_to_end.py [--out checkpoints/end_to_end] [--seeds 0 1 2] [--threads 2] [--networks ...]
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
@@ -150,12 +149,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "checkpoints" / "end_to_end")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--networks", nargs="+", choices=NAMES, default=list(NAMES),
+                    help="train only these (the table shows every finished run)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     nets = networks(args.out, args.threads)
     rows = []
     for seed in args.seeds:   # seed-major: a stopped run has every network on the first seeds
         for name in NAMES:
+            run = args.out / f"cls-{name}-s{seed}"
+            if name not in args.networks and not (run / "metrics.json").is_file():
+                continue
             start = time.time()
             m = train(args.out, name, seed, args.threads)
             params, macs = complexity(nets[name])
