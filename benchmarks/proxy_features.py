@@ -81,7 +81,6 @@ def upper(m: torch.Tensor) -> np.ndarray:
 
 def features(spec, images16, images8, device, baselines: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     from pipeline.models import build_model, count_flops, count_params
-    from pipeline.proxies.baselines import naswot_score
     from pipeline.proxies.ntk import disable_fused_attention, empirical_ntk
 
     row: dict = {"params_m": count_params(spec) / 1e6, "flops_m": count_flops(spec) / 1e6,
@@ -103,25 +102,9 @@ def features(spec, images16, images8, device, baselines: bool = True) -> tuple[d
     row["raw_all"] = upper(raw)
     row["ntk_seconds"] = time.perf_counter() - t0
     # NASWOT + per-block feature effective rank, one forward of the identity images.
-    feats = []
-    hooks = [blk.register_forward_hook(lambda m, a, out: feats.append(out.detach()))
-             for blk in getattr(model, "blocks", [])]
-    try:
-        row["naswot"] = naswot_score(model, images8)
-    except Exception as e:  # noqa: BLE001 - recorded, the study treats it as invalid
-        row["naswot"] = float("nan")
-        row["naswot_error"] = str(e)
-    finally:
-        for h in hooks:
-            h.remove()
-    eranks = []
-    for f in feats:
-        x = f.reshape(-1, f.shape[-1]).double()
-        x = x - x.mean(0)
-        ev = torch.linalg.eigvalsh(x.T @ x / x.shape[0]).clamp_min(0)
-        p = ev / ev.sum()
-        eranks.append(float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())))
-    row["feature_erank"] = eranks
+    from study_features import activation_pass
+
+    row["naswot"], row["feature_erank"] = activation_pass(model, images8)
     del model
     model = disable_fused_attention(build_model(spec, seed=1)).to(device)
     k1 = empirical_ntk(model, images16, params="weights", normalize=True)

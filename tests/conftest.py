@@ -19,6 +19,21 @@ def benchmark_path() -> Path:
     return BENCHMARK
 
 
+# The dev files (../shared/benchmarks/, beside the tiny one) and the space of their benchmark format.
+DEV_FILES = {"autoformer_tiny_ood_vit_nas.json": "autoformer_tiny", "vitbench101_autoformer_tiny_kd.jsonl": None,
+             "autoformer_small_ood_vit_nas.json": "autoformer_small"}
+
+
+def dev_entries(benchmark_path: Path, name: str) -> tuple[Path, list]:
+    """A dev file beside the tiny one and its entries (skips the test when the file is not there)."""
+    from pipeline.groundtruth import load_ground_truth
+
+    path = benchmark_path.parent / name
+    if not path.is_file():
+        pytest.skip(f"dev benchmark {path} not found")
+    return path, load_ground_truth(path, space=DEV_FILES[name])
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600):
     """Run ``python -m pipeline ARGS`` in a subprocess, as a user would."""
     import subprocess

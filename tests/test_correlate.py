@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import run_cli
+from conftest import DEV_FILES, dev_entries, run_cli
 from pipeline import metrics
 from pipeline.models.complexity import count_params
 from pipeline.space import SearchSpace
@@ -193,31 +193,40 @@ def test_end_to_end(full_run, ground_truth):
         for k in ("kendall_tau", "spearman_rho", "band_tau_5", "top10_precision"):
             assert top5[p][k] == summary[p][k]
     md = (out / "summary.md").read_text()
-    compact = "| proxy | top1 tau | top1 band tau | top5 tau | top5 band tau |"
+    compact = ("| proxy | top1 tau | top1 band tau | top1 regret | top5 tau | top5 band tau | top5 regret | "
+               "mean regret |")
     assert compact in md
     table = md[md.index(compact):].split("\n\n")[0].splitlines()
-    assert len(table) == 2 + len(proxies)
+    assert len(table) == 2 + len(proxies) + 2  # the proxies, then both "largest that fits" baselines
+    reg = float(params["mean_regret"])
     assert table[2 + proxies.index("params")] == (f"| params | {float(params['kendall_tau']):.3f} | "
-                                                  f"{float(params['band_tau_5']):.3f} | "
+                                                  f"{float(params['band_tau_5']):.3f} | {reg:.3f} | "
                                                   f"{float(top5['params']['kendall_tau']):.3f} | "
-                                                  f"{float(top5['params']['band_tau_5']):.3f} |")
+                                                  f"{float(top5['params']['band_tau_5']):.3f} | "
+                                                  f"{float(top5['params']['mean_regret']):.3f} | "
+                                                  f"{(reg + float(top5['params']['mean_regret'])) / 2:.3f} |")
+    assert table[-2].startswith("| largest_params | - | - | ") and table[-1].startswith("| largest_flops | - | - | ")
     assert md.count("## Details: `") == 2 and "### `top1`" in md and "### `top5`" in md
     assert "whole file" in md
     assert "top5 band tau" in res.stdout and "params" in res.stdout  # the printed compact table
-    assert "largest" in res.stdout  # the printed regret tables
+    assert "largest_params" in res.stdout and "largest_flops" in res.stdout  # the printed regret tables
+    assert "mean regret" in res.stdout
     cfg = (out / "config.yaml").read_text()
     assert str(ground_truth) in cfg and "source: demo" in cfg
 
 
 def _brute_force_regret(rows, directions, metric, budget):
-    """Per proxy (and "largest"): mean true metric of the top pick under the budget, and best - pick."""
+    """Per proxy (and both baselines): mean true metric of the top pick under the budget, and best - pick."""
     arch = {r["key"]: (float(r["params_m"]), float(r[metric])) for r in rows}
     under = {k: v for k, v in arch.items() if v[0] <= budget}
     best = max(m for _, m in under.values())
     out = {}
-    for proxy in [*directions, "largest"]:
-        if proxy == "largest":
+    flops = {r["key"]: float(r["flops_m"]) for r in rows}
+    for proxy in [*directions, "largest_params", "largest_flops"]:
+        if proxy == "largest_params":
             scored = {k: p for k, (p, _) in under.items()}
+        elif proxy == "largest_flops":
+            scored = {k: flops[k] for k in under}
         else:
             sign = 1 if directions[proxy] == "higher" else -1
             scored = {r["key"]: sign * float(r["value"]) for r in rows
@@ -241,7 +250,7 @@ def test_regret_equals_brute_force(full_run):
                            for q in np.quantile(params, [0.25, 0.5, 0.75, 1.0])})
     budgets = sorted({float(r["budget_m"]) for r in regret})
     assert budgets == pytest.approx(want_budgets) and len(budgets) >= 3
-    assert len(regret) == 2 * len(budgets) * (len(directions) + 1)
+    assert len(regret) == 2 * len(budgets) * (len(directions) + 2)
     for r in regret:
         n, best, pick, reg, picks = _brute_force_regret(rows, directions, r["metric"], float(r["budget_m"]))[r["proxy"]]
         assert int(r["n_under"]) == n
@@ -254,9 +263,81 @@ def test_regret_equals_brute_force(full_run):
     # top1 grows with params here: taking the largest has a small regret, and params picks the same
     by = {(r["metric"], r["proxy"], float(r["budget_m"])): r for r in regret}
     for b in budgets:
-        assert by[("top1", "params", b)]["pick_keys"] == by[("top1", "largest", b)]["pick_keys"]
+        assert by[("top1", "params", b)]["pick_keys"] == by[("top1", "largest_params", b)]["pick_keys"]
+        assert by[("top1", "flops", b)]["pick_keys"] == by[("top1", "largest_flops", b)]["pick_keys"]
     md = (out / "summary.md").read_text()
-    assert "| best in file |" in md and "| largest |" in md
+    assert "| best in file |" in md and "| largest_params |" in md and "| largest_flops |" in md
+    assert "quantiles of the scored architectures" in md  # no committed budgets for this file
+    summary = _summary(out)
+    for p in directions:  # summary.csv's mean regret is the mean over budgets of regret.csv's
+        want = np.mean([float(r["regret"]) for r in regret if r["proxy"] == p and r["metric"] == "top1"])
+        assert float(summary[p]["mean_regret"]) == pytest.approx(want, abs=1e-6)
+
+
+# Checked by hand: demo-space networks (E embed dim, D depth, m MLP ratios; the demo's heads change
+# neither params nor FLOPs), exact sizes from pipeline.models.complexity, made-up accuracies.
+#  key  E   D  m        params   MFLOPs    top1  top5
+#  a    64  3  2        108,554   8.209    60    80
+#  g    64  6  2        208,970  16.222    70    85
+#  i    64  5  3        216,778  16.213    66    90     more params than g, fewer FLOPs
+#  d    96  3  4,3,2    292,138  20.701    72    88     d and e: the same sizes (a tie)
+#  e    96  3  2,3,4    292,138  20.701    68    92
+#  b    64  6  4        308,042  22.611    75    86
+#  f   128  3  2        413,706  29.198    71    91
+# budget 0.22 M (a, g, i):  top1 best g 70; largest params i 66 (regret 4); largest FLOPs g 70 (0)
+#                           top5 best i 90; largest params i (0);  largest FLOPs g 85 (5)
+# budget 0.30 M (+ d, e):   top1 best d 72; both baselines tie d/e: mean 70 (regret 2)
+#                           top5 best e 92; both tie d/e: 90 (2)
+# budget 0.42 M (all):      top1 best b 75; both take f 71 (4);  top5 best e 92; f 91 (1)
+HAND = {"a": (64, 3, [2, 2, 2], 60, 80), "g": (64, 6, [2] * 6, 70, 85), "i": (64, 5, [3] * 5, 66, 90),
+        "d": (96, 3, [4, 3, 2], 72, 88), "e": (96, 3, [2, 3, 4], 68, 92), "b": (64, 6, [4] * 6, 75, 86),
+        "f": (128, 3, [2, 2, 2], 71, 91)}
+HAND_REGRET = {  # (metric, budget, baseline): (pick keys, pick, best, regret)
+    ("top1", 0.22, "largest_params"): ("i", 66, 70, 4), ("top1", 0.22, "largest_flops"): ("g", 70, 70, 0),
+    ("top1", 0.3, "largest_params"): ("d e", 70, 72, 2), ("top1", 0.3, "largest_flops"): ("d e", 70, 72, 2),
+    ("top1", 0.42, "largest_params"): ("f", 71, 75, 4), ("top1", 0.42, "largest_flops"): ("f", 71, 75, 4),
+    ("top5", 0.22, "largest_params"): ("i", 90, 90, 0), ("top5", 0.22, "largest_flops"): ("g", 85, 90, 5),
+    ("top5", 0.3, "largest_params"): ("d e", 90, 92, 2), ("top5", 0.3, "largest_flops"): ("d e", 90, 92, 2),
+    ("top5", 0.42, "largest_params"): ("f", 91, 92, 1), ("top5", 0.42, "largest_flops"): ("f", 91, 92, 1)}
+
+
+def test_regret_against_both_baselines_by_hand(tmp_path, capsys):
+    space = SearchSpace.load("demo")
+    gt = tmp_path / "hand.jsonl"
+    with gt.open("w") as f:
+        for key, (embed, depth, mlp, top1, top5) in HAND.items():
+            spec = space.make_spec(embed, [depth], [2] * depth, mlp)
+            f.write(json.dumps({"id": key, "arch": spec.to_dict(), "space": "demo",
+                                "metrics": {"top1": top1, "top5": top5}}) + "\n")
+    split = tmp_path / "hand_split.json"  # the file's committed protocol: halves and budgets
+    split.write_text(json.dumps({"budgets_m": [0.42, 0.22, 0.3], "tune": ["a", "g", "i", "d"],
+                                 "test": ["e", "b", "f"]}))
+    out = tmp_path / "out"
+    args = ["correlate", f"--ground_truth={gt}", "--probe.source=demo", "--proxies=[params,flops]",
+            f"--split_file={split}", "--threads=1", "--plots=false"]
+    assert _main(*args, f"--output_dir={out}") == 0
+    printed = capsys.readouterr().out
+    with (out / "regret.csv").open(newline="") as fh:
+        regret = {(r["metric"], float(r["budget_m"]), r["proxy"]): r for r in csv.DictReader(fh)}
+    assert {b for _, b, _ in regret} == {0.22, 0.3, 0.42}  # the committed budgets, sorted
+    for (metric, budget, name), (keys, pick, best, reg) in HAND_REGRET.items():
+        for row in [regret[(metric, budget, name)], regret[(metric, budget, name.replace("largest_", ""))]]:
+            assert (row["pick_keys"], float(row["pick_metric"]), float(row["best_metric"]),
+                    float(row["regret"])) == (keys, pick, best, reg), (metric, budget, name)
+    summary = _summary(out)
+    assert float(summary["params"]["mean_regret"]) == pytest.approx(10 / 3)   # (4 + 2 + 4) / 3
+    assert float(summary["flops"]["mean_regret"]) == pytest.approx(2.0)       # (0 + 2 + 4) / 3
+    assert float(_summary(out, "top5")["flops"]["mean_regret"]) == pytest.approx(8 / 3)
+    md = (out / "summary.md").read_text()
+    assert "committed budgets, hand_split.json" in md and "0.22, 0.3, 0.42 M" in md
+    # mean over budgets and metrics, in summary.md and printed: params 13/6, FLOPs 14/6
+    assert "| largest_params | - | - | 3.333 | - | - | 1.000 | 2.167 |" in md
+    assert "| largest_flops | - | - | 2.000 | - | - | 2.667 | 2.333 |" in md
+    assert "2.167" in printed and "2.333" in printed and "largest_flops" in printed
+    # --budgets overrides the committed ones
+    assert _main(*args, f"--output_dir={tmp_path / 'over'}", "--budgets=[0.22]") == 0
+    with (tmp_path / "over" / "regret.csv").open(newline="") as fh:
+        assert {float(r["budget_m"]) for r in csv.DictReader(fh)} == {0.22}
 
 
 def test_top_pick_ties_and_budget():
@@ -456,16 +537,19 @@ def test_split_halves_are_disjoint_and_cover_the_file(ground_truth, tmp_path, ca
     assert "does not match" in err and "write_split" in err and not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("name", ["autoformer_tiny_ood_vit_nas.json", "vitbench101_autoformer_tiny_kd.jsonl"])
+@pytest.mark.parametrize("name", list(DEV_FILES))
 def test_committed_dev_splits(name, benchmark_path):
     from pipeline.correlate.settings import REPO_ROOT, SPLIT_DIR
-    from pipeline.groundtruth import load_ground_truth, load_split, make_split
+    from pipeline.groundtruth import load_budgets, load_split, make_split
 
-    gt = benchmark_path.parent / name
-    if not gt.is_file():
-        pytest.skip(f"{gt} not found")
-    keys = [e.key for e in load_ground_truth(gt)]
+    gt, entries = dev_entries(benchmark_path, name)
+    keys = [e.key for e in entries]
     halves = load_split(REPO_ROOT / SPLIT_DIR / f"{gt.stem}.json")
+    # the regret budgets: the 25/50/75/100 % quantiles of the whole file's params (our count), rounded up
+    params = [count_params(e.spec) / 1e6 for e in entries]
+    want = sorted({math.ceil(round(float(q) * 100, 6)) / 100 for q in np.quantile(params, [0.25, 0.5, 0.75, 1.0])})
+    assert load_budgets(REPO_ROOT / SPLIT_DIR / f"{gt.stem}.json") == want and len(want) == 4
+    assert max(want) >= max(params) > max(want) - 0.01
     assert not set(halves["tune"]) & set(halves["test"])
     assert set(halves["tune"]) | set(halves["test"]) == set(keys) and len(keys) == len(set(keys))
     assert abs(len(halves["tune"]) - len(halves["test"])) <= 1
@@ -585,3 +669,21 @@ def test_vitbench101_config(benchmark_path, tmp_path):
     from pipeline.groundtruth import load_split
 
     assert _keys(out) <= set(load_split("configs/correlate/splits/vitbench101_autoformer_tiny_kd.json")["test"])
+
+
+def test_autoformer_small_config(benchmark_path, tmp_path):
+    """The third dev file's shipped config: its space, its halves, its committed budgets."""
+    gt = benchmark_path.parent / "autoformer_small_ood_vit_nas.json"
+    if not gt.is_file():
+        pytest.skip(f"{gt} not found")
+    out = tmp_path / "small"
+    assert _main("correlate", "--config", "autoformer_small", "--proxies=[params,flops]", "--split=tune",
+                 "--limit=8", f"--output_dir={out}", "--threads=1", "--plots=false") == 0
+    from pipeline.groundtruth import load_split
+
+    assert _keys(out) <= set(load_split("configs/correlate/splits/autoformer_small_ood_vit_nas.json")["tune"])
+    with (out / "regret.csv").open(newline="") as fh:
+        assert sorted({float(r["budget_m"]) for r in csv.DictReader(fh)}) == [17.47, 22.31, 26.79, 31.92]
+    md = (out / "summary.md").read_text()
+    assert "tune half" in md and "committed budgets, autoformer_small_ood_vit_nas.json" in md
+    assert 14 < min(float(r["params_m"]) for r in _scores(out)) and max(float(r["params_m"]) for r in _scores(out)) < 32

@@ -12,7 +12,7 @@ from timm.layers import Mlp
 from torch import nn
 
 from pipeline.data import probe_batch
-from pipeline.models import build_model, count_flops, count_params
+from pipeline.models import build_model, count_flops, count_mlp_units, count_params
 from pipeline.models.layers import Attention, ClassToken, TokenPosition
 from pipeline.models.pit import PoolingTransformer
 from pipeline.models.supernet import build_from_supernet, supernet_spec
@@ -23,7 +23,7 @@ from pipeline.proxies.baselines import (DSS_VARIANTS, dss_layers, dss_parts, dss
                                         token_parameters)
 from pipeline.space import SearchSpace
 
-BASELINES = ["params", "flops", "naswot", "synflow", "grad_norm", "snip", "dss"]
+BASELINES = ["params", "flops", "mlp_units", "naswot", "synflow", "grad_norm", "snip", "dss"]
 
 
 @pytest.fixture
@@ -361,6 +361,7 @@ def test_every_baseline_computes_valid_and_deterministic(builtin_registry, demo_
     expected = {
         "params": count_params(demo_spec) / 1e6,
         "flops": count_flops(demo_spec) / 1e6,
+        "mlp_units": count_mlp_units(demo_spec) / 1e6,
         "naswot": naswot_score(model, images),
         "synflow": synflow_score(model, (1, 3, 32, 32)),
         "grad_norm": grad_norm_score(model, images, labels),
@@ -375,7 +376,7 @@ def test_every_baseline_computes_valid_and_deterministic(builtin_registry, demo_
         # A fresh build under the same seed gives bit-identical values (and wrapper = pure function).
         assert first.value == expected[name], name
         other = compute_proxy(name, demo_spec, images, labels, seed=1)
-        if name in ("params", "flops"):
+        if name in ("params", "flops", "mlp_units"):  # counts: no network, no seed
             assert other.value == first.value
         else:
             assert other.value != first.value, name                              # the seed is used

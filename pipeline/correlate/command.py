@@ -21,10 +21,15 @@ Outputs, in ``output_dir``:
   mixing results. The split is not among them: both halves can share one ``scores.csv``.
 * ``summary.csv`` - one row per (metric, proxy). ``summary.md`` - a compact table (tau and band
   tau per metric, also printed), the regret tables, then the detailed table of each metric.
-* ``regret.csv`` - per params budget, metric and proxy (and ``largest``: simply taking the
-  biggest architecture): the true metric of the top pick among architectures with params <=
-  budget, the best one there, and regret = best - pick. Ties (equal proxy values, equal params)
-  count as the mean metric of the tied architectures (the expected value of a random tie-break).
+* ``regret.csv`` - per params budget, metric and proxy, and for the two baselines a user has
+  without any proxy (``largest_params`` / ``largest_flops``: the architecture within the budget
+  with the most parameters / FLOPs): the true metric of the top pick among architectures with
+  params <= budget, the best one there, and regret = best - pick. Ties (equal proxy values,
+  equal sizes) count as the mean metric of the tied architectures (the expected value of a
+  random tie-break). The budgets are ``--budgets``, else the ones committed with the file's
+  halves (``budgets_m`` in ``configs/correlate/splits/<stem>.json``: the same for both halves
+  and every run), else the 25/50/75/100 % quantiles of the scored architectures' params.
+  ``summary.csv`` and the printed table carry each proxy's mean regret over the budgets.
 * ``scatter_<proxy>.png`` - proxy value against each metric (one panel per metric), one per proxy.
 
 Invalid scores (a singular kernel, a non-finite value, a proxy that raised) are kept in
@@ -40,7 +45,7 @@ from pipeline.correlate.plan import Plan, prepare
 from pipeline.correlate.report import noise_ceiling_line, print_summary, write_plots, write_summary
 from pipeline.correlate.scores import CONFIG_NAME, SCORES_NAME, check_resume, compute_scores, read_scores
 from pipeline.correlate.settings import parse_config
-from pipeline.correlate.statistics import regret_table, summarize_scores
+from pipeline.correlate.statistics import mean_regret, regret_table, summarize_scores
 
 
 def score_and_report(plan: Plan, console: Any, err_console: Any) -> list[dict[str, Any]]:
@@ -65,8 +70,8 @@ def score_and_report(plan: Plan, console: Any, err_console: Any) -> list[dict[st
                       f"{plan.device}{extra}; {n_done} score(s) already in {scores_path}")
     computed = compute_scores(plan, rows, err_console)
 
-    summary = summarize_scores(plan, rows)
     regret = regret_table(plan, rows)
+    summary = summarize_scores(plan, rows, mean_regret(regret))
     write_summary(plan, summary, regret)
     print_summary(plan, summary, regret, console)
     if noise_ceiling_line(plan):

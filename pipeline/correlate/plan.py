@@ -30,6 +30,7 @@ class Plan:
     split: str = "all"                       # which half of the file: all, tune, test
     split_path: Optional[Path] = None
     budgets: list[float] = field(default_factory=list)  # params budgets (millions) of the regret
+    budget_source: str = ""                  # where the budgets come from (said in summary.md)
     probes: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # image size -> (images, labels)
     # metric -> (tau between two training seeds, architectures, the seeds), for files that carry seeds
     noise_ceiling: dict[str, tuple[float, int, tuple[int, int]]] = field(default_factory=dict)
@@ -40,14 +41,27 @@ class Plan:
 
 
 def default_budgets(params_m: Sequence[float]) -> list[float]:
-    """The 25/50/75/100 % quantiles of the parameter counts, rounded *up* to 0.01 M so that each
-    budget admits the architecture at its quantile (and the last one every architecture)."""
-    import numpy as np
+    """The 25/50/75/100 % quantiles of the parameter counts, rounded *up* to 0.01 M."""
+    from pipeline.groundtruth import params_budgets
 
-    if not len(params_m):
-        return []
-    qs = np.quantile(np.asarray(params_m, dtype=float), [0.25, 0.5, 0.75, 1.0])
-    return sorted({math.ceil(round(q * 100, 6)) / 100 for q in qs})
+    return params_budgets(list(params_m))
+
+
+def committed_budgets(cfg: dict[str, Any], gt_path: Path) -> tuple[Optional[list[float]], Optional[Path]]:
+    """The params budgets committed with the file's halves (``budgets_m`` of its split file), if any:
+    fixed per file, so that tune and test halves, and every run, are judged under the same budgets."""
+    from pipeline.correlate.settings import SPLIT_DIR, resolve_input
+    from pipeline.errors import ConfigError
+    from pipeline.groundtruth import load_budgets
+
+    try:
+        path = resolve_input(cfg["split_file"] or SPLIT_DIR / f"{gt_path.stem}.json", "split file")
+    except ConfigError:
+        return None, None
+    try:
+        return load_budgets(path), path
+    except ValueError as e:  # includes JSONDecodeError and SpecError
+        raise UserError(f"split file {path}: {e}") from e
 
 
 def check_proxy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +162,14 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     plan = Plan(cfg, gt_path, out_dir, metrics, proxies, {p: infos[p].higher_is_better for p in proxies},
                 options, selected, device, n_without_metric=len(entries) - len(usable),
                 split=cfg["split"], split_path=split_path)
-    plan.budgets = cfg["budgets"] or default_budgets([count_params(e.spec) / 1e6 for e in selected])
+    committed, committed_path = committed_budgets(cfg, gt_path)
+    if cfg["budgets"]:
+        plan.budgets, plan.budget_source = cfg["budgets"], "--budgets"
+    elif committed:
+        plan.budgets, plan.budget_source = committed, f"the file's committed budgets, {committed_path.name}"
+    else:
+        plan.budgets = default_budgets([count_params(e.spec) / 1e6 for e in selected])
+        plan.budget_source = "the 25/50/75/100 % quantiles of the scored architectures' params"
     if any(e.seeds for e in selected):
         plan.noise_ceiling = {m: seed_agreement(selected, m) for m in metrics}
     plan.probes = _probe_batches(plan)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.correlate.plan import Plan
-from pipeline.correlate.statistics import LARGEST
+from pipeline.correlate.statistics import BASELINES, LARGEST_FLOPS, LARGEST_PARAMS, mean_regret
 from pipeline.utils.io import atomic_write, atomic_write_text
 
 
@@ -28,7 +28,8 @@ def summary_columns(plan: Plan) -> list[tuple[str, str]]:
     return [("metric", "metric"), ("proxy", "proxy"), ("direction", "direction"), ("n_valid", "n_valid"),
             ("n_invalid", "n_invalid"), ("n_missing", "n_missing"), ("kendall_tau", "kendall_tau"),
             ("spearman_rho", "spearman_rho"), ("band_tau", f"band_tau_{plan.cfg['bands']}"),
-            ("top_precision", _top_label(plan.cfg["top_fraction"])), ("mean_seconds", "mean_seconds")]
+            ("top_precision", _top_label(plan.cfg["top_fraction"])), ("mean_regret", "mean_regret"),
+            ("mean_seconds", "mean_seconds")]
 
 
 def _csv(header: list[str], rows: list[list[str]]) -> str:
@@ -44,26 +45,38 @@ def _md_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[s
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def compact_table(plan: Plan, summary: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Rows = proxies; for each metric its tau and band tau."""
+def compact_table(plan: Plan, summary: list[dict[str, Any]],
+                  regret: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Rows = proxies, then the two "largest that fits" baselines; for each metric its tau, band tau
+    and mean regret over the budgets; last, the mean regret over budgets and metrics."""
     by = {(s["metric"], s["proxy"]): s for s in summary}
-    header = ["proxy"] + [f"{m} {c}" for m in plan.metrics for c in ("tau", "band tau")]
-    rows = [[p] + [_fmt(by[(m, p)][k], 3) for m in plan.metrics for k in ("kendall_tau", "band_tau")]
-            for p in plan.proxies]
+    means = mean_regret(regret)
+    header = (["proxy"] + [f"{m} {c}" for m in plan.metrics for c in ("tau", "band tau", "regret")]
+              + ["mean regret"])
+    rows = []
+    for p in [*plan.proxies, *BASELINES]:
+        cells = []
+        for m in plan.metrics:
+            stats = by.get((m, p))
+            cells += [_fmt(stats[k], 3) if stats else "-" for k in ("kendall_tau", "band_tau")]
+            cells.append(_fmt(means.get((m, p), math.nan), 3))
+        rows.append([p, *cells, _fmt(means.get(("all", p), math.nan), 3)])
     return header, rows
 
 
 def regret_tables(plan: Plan, regret: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Per metric: rows = best in file, proxies, largest; columns = budgets; cells = pick (regret)."""
+    """Per metric: rows = best in file, proxies, both baselines; columns = budgets, then the mean
+    regret; cells = pick (regret)."""
     out = {}
+    means = mean_regret(regret)
     for metric in plan.metrics:
         mine = [r for r in regret if r["metric"] == metric]
         by = {(r["proxy"], r["budget_m"]): r for r in mine}
-        header = [""] + [f"<= {b:g} M (n={by[(LARGEST, b)]['n_under']})" for b in plan.budgets]
-        rows = [["best in file"] + [_fmt(by[(LARGEST, b)]["best_metric"], 2) for b in plan.budgets]]
-        for name in [*plan.proxies, LARGEST]:
+        header = [""] + [f"<= {b:g} M (n={by[(LARGEST_PARAMS, b)]['n_under']})" for b in plan.budgets] + ["mean regret"]
+        rows = [["best in file"] + [_fmt(by[(LARGEST_PARAMS, b)]["best_metric"], 2) for b in plan.budgets] + [""]]
+        for name in [*plan.proxies, *BASELINES]:
             rows.append([name] + [f"{_fmt(by[(name, b)]['pick_metric'], 2)} ({_fmt(by[(name, b)]['regret'], 2)})"
-                                  for b in plan.budgets])
+                                  for b in plan.budgets] + [_fmt(means[(metric, name)], 3)])
         out[metric] = (header, rows)
     return out
 
@@ -109,12 +122,17 @@ def write_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[s
            f"{_top_label(plan.cfg['top_fraction'])} = share of the true top {frac:g}% "
            f"that the proxy also ranks in its top {frac:g}%. "
            f"Probe: {plan.cfg['probe']}; model seed {plan.cfg['model_seed']}."), "",
-          "## Tau and band tau per metric", "", *_md_table(*compact_table(plan, summary)), "",
+          "## Tau, band tau and mean regret per metric", "",
+          (f"Regret is the mean over the params budgets below ({plan.budget_source}); `mean regret` "
+           f"averages it over the metrics too. `{LARGEST_PARAMS}` and `{LARGEST_FLOPS}` are what a user "
+           "gets without any proxy: the architecture within the budget with the most parameters, or the "
+           "most FLOPs."), "", *_md_table(*compact_table(plan, summary, regret)), "",
           "## Regret under params budgets", "",
           ("True metric of the proxy's top pick among the architectures with at most the budget's "
-           "parameters (our count), and in brackets its regret = best in file under the budget - pick; "
-           f"`{LARGEST}` simply takes the biggest architecture. Ties count as their mean. "
-           "All rows in regret.csv."), ""]
+           "parameters (our count), and in brackets its regret = best in file under the budget - pick. "
+           f"`{LARGEST_PARAMS}` / `{LARGEST_FLOPS}` take the architecture with the most parameters / "
+           f"FLOPs within the budget. Budgets: {', '.join(f'{b:g}' for b in plan.budgets)} M "
+           f"({plan.budget_source}). Ties count as their mean. All rows in regret.csv."), ""]
     for metric, (header, rows) in regret_tables(plan, regret).items():
         md += [f"### `{metric}`", "", *_md_table(header, rows), ""]
     for metric in plan.metrics:
@@ -136,8 +154,9 @@ def print_summary(plan: Plan, summary: list[dict[str, Any]], regret: list[dict[s
             table.add_row(*r)
         console.print(table)
 
-    show(f"{plan.gt_path.name} ({plan.split}): {len(plan.entries)} architectures, Kendall tau and band tau "
-         f"({plan.cfg['bands']} params bands)", *compact_table(plan, summary))
+    show(f"{plan.gt_path.name} ({plan.split}): {len(plan.entries)} architectures, Kendall tau, band tau "
+         f"({plan.cfg['bands']} params bands) and mean regret over the budgets {', '.join(f'{b:g}' for b in plan.budgets)} M",
+         *compact_table(plan, summary, regret))
     for metric, (header, rows) in regret_tables(plan, regret).items():
         show(f"{metric}: true metric of the top pick under each params budget (regret)", header, rows)
 

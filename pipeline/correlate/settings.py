@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = CONFIG_DIR / "correlate" / "default.yaml"
 SPLIT_DIR = Path("configs") / "correlate" / "splits"  # committed halves, <ground-truth file stem>.json
 ALL_PROXIES = ["vintk_flops", "vintk", "ntk_cond", "ntk_trace", "ntk_fro", "lga", "dss", "naswot", "synflow",
-               "grad_norm", "snip", "params", "flops"]
+               "grad_norm", "snip", "params", "flops", "mlp_units"]
 
 Fraction = restricted_number_type("Fraction", float, [(">", 0), ("<=", 1)], join="and")
 Names = Union[list[str], str]
@@ -50,8 +50,9 @@ class CorrelateSettings:
         seed: the shuffle of limit (a smaller limit with the same seed is a prefix).
         bands: equal-count parameter bands of the banded tau.
         top_fraction: the top-fraction precision's fraction: 0.1 = top 10%.
-        budgets: params budgets (millions) of the regret table, e.g. [5.8, 6.2]; null = the
-            25/50/75/100 % quantiles of the scored architectures' params.
+        budgets: params budgets (millions) of the regret table, e.g. [5.8, 6.2]; null = the budgets
+            committed with the file's halves (budgets_m of its split file: the dev files have them),
+            else the 25/50/75/100 % quantiles of the scored architectures' params.
         device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...
         threads: CPU threads for torch (null = torch's default; 1 on a busy shared machine).
         output_dir: null = checkpoints/correlate/<ground-truth file stem>.

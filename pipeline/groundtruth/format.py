@@ -164,6 +164,19 @@ def make_split(keys: list[str], seed: int = 0) -> dict[str, Any]:
             "test": sorted(order[half:], key=lambda k: (len(k), k))}
 
 
+def params_budgets(params_m: list[float]) -> list[float]:
+    """The 25/50/75/100 % quantiles of the parameter counts (millions), rounded *up* to 0.01 M so
+    that each budget admits the architecture at its quantile (and the last one every architecture)."""
+    import math
+
+    import numpy as np
+
+    if not len(params_m):
+        return []
+    qs = np.quantile(np.asarray(params_m, dtype=float), [0.25, 0.5, 0.75, 1.0])
+    return sorted({math.ceil(round(float(q) * 100, 6)) / 100 for q in qs})
+
+
 def load_split(path: str | Path) -> dict[str, list[str]]:
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict) or not {"tune", "test"} <= set(data):
@@ -174,17 +187,35 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
     return {"tune": [str(k) for k in data["tune"]], "test": [str(k) for k in data["test"]]}
 
 
-def write_split(ground_truth: str | Path, out: str | Path, seed: int = 0, space: Optional[str] = None) -> Path:
-    """Write the fixed halves of a ground-truth file (:func:`make_split`) as a split file.
+def load_budgets(path: str | Path) -> Optional[list[float]]:
+    """The fixed params budgets (millions) a split file commits for its ground-truth file, if any."""
+    budgets = json.loads(Path(path).read_text()).get("budgets_m")
+    if budgets is None:
+        return None
+    if not isinstance(budgets, list) or not budgets or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0 for b in budgets):
+        raise SpecError(f"split file {path}: budgets_m must be a list of positive params budgets (millions), "
+                        f"got {budgets!r}")
+    return sorted({float(b) for b in budgets})
 
-    Run once per file and commit the result, e.g. ``configs/correlate/splits/<file stem>.json``.
+
+def write_split(ground_truth: str | Path, out: str | Path, seed: int = 0, space: Optional[str] = None) -> Path:
+    """Write the fixed protocol of a ground-truth file: its halves (:func:`make_split`) and its params
+    budgets (:func:`params_budgets` of the whole file, our count), the regret table's default.
+
+    Run once per file and commit the result, e.g. ``configs/correlate/splits/<file stem>.json``:
+    every later choice is made on the same tune half and judged under the same budgets.
     """
+    from pipeline.models.complexity import count_params
     from pipeline.utils.io import atomic_write_text
 
     gt = Path(ground_truth)
-    split = make_split([e.key for e in load_ground_truth(gt, space=space)], seed=seed)
+    entries = load_ground_truth(gt, space=space)
+    split = make_split([e.key for e in entries], seed=seed)
     data = {"file": gt.name, "note": "fixed tune/test halves (pipeline.groundtruth.make_split, "
-            f"seed {seed}): choose on tune, report on test", **split}
+            f"seed {seed}): choose on tune, report on test; budgets_m: the regret table's params budgets "
+            "(25/50/75/100 % quantiles of the whole file's params, rounded up)",
+            "budgets_m": params_budgets([count_params(e.spec) / 1e6 for e in entries]), **split}
     return atomic_write_text(out, json.dumps(data) + "\n")
 
 

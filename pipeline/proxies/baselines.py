@@ -26,7 +26,7 @@ from timm.layers import Mlp
 from torch import nn
 
 from pipeline.models.build import build_model
-from pipeline.models.complexity import count_flops, count_params
+from pipeline.models.complexity import count_flops, count_mlp_units, count_params
 from pipeline.models.layers import Attention, ClassToken, GridPosition, TokenPosition
 from pipeline.models.supernet import build_from_supernet
 from pipeline.proxies.registry import InvalidScore, register
@@ -117,6 +117,14 @@ def flops_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, s
                 device: str | torch.device = "cpu") -> float:
     """Multiply-adds for one image (millions, ``count_flops``); no network is built."""
     return count_flops(spec) / 1e6
+
+
+@register("mlp_units", higher_is_better=True, description="MLP hidden units over all tokens, in millions")
+def mlp_units_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
+                    device: str | torch.device = "cpu") -> float:
+    """MLP hidden units over every token (millions, ``count_mlp_units``): a size count, NASWOT's
+    dominant term (its kernel's diagonal); no network is built."""
+    return count_mlp_units(spec) / 1e6
 
 
 # ----------------------------------------------------------------------------- NASWOT

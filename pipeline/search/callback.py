@@ -46,7 +46,7 @@ class ArchitectureSearch(Callback):
         space: the search space (name, path or SearchSpace).
         out_dir: where arch.yaml, candidates.jsonl/csv, state.json and plots go; a rerun with
             the same directory resumes.
-        proxy: registered proxy name (ViNTK by default); ``proxy_options`` override its defaults.
+        proxy: registered proxy name (NASWOT by default); ``proxy_options`` override its defaults.
         strategy: "evolution" or "random"; ``strategy_options`` e.g. population, generations.
         limits: min/max params and FLOPs (millions).
         probe: how to get the probe batch: ``(images, labels)`` tensors, a callable
@@ -57,7 +57,7 @@ class ArchitectureSearch(Callback):
         seed: seeds the strategy; ``init_seed`` seeds every network's initialisation.
     """
 
-    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "vintk_flops",
+    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "naswot",
                  proxy_options: Optional[dict[str, Any]] = None, strategy: str = "evolution",
                  strategy_options: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
                  seed: int = 0, init_seed: int = 0, probe_size: int = 8) -> None:
