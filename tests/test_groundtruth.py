@@ -280,3 +280,34 @@ def test_run_refuses_a_missing_ground_truth_file_or_metric_in_one_line(tmp_path)
     with pytest.raises(ConfigError, match="--ground_truth_metric=acc is not a metric of .* it has: top1"):
         parse_config([f"--ground_truth={gt}", "--ground_truth_metric=acc"])
     assert parse_config([f"--ground_truth={gt}"])["ground_truth"] == str(gt.resolve())
+
+
+def test_a_diverged_network_is_recorded_without_metrics_and_not_retried(tmp_path):
+    from pipeline.groundtruth.command import _work
+    from pipeline.groundtruth.sampling import stratified_sample
+
+    specs = stratified_sample(SearchSpace.load("demo"), Limits(max_params=0.8, max_flops=25.0), 3, 1, seed=0)
+    cfg = {"num_archs": 3, "seeds": [0], "seed_subset": 0, "shard": None, "space": "demo", "run_name": "d",
+           "wandb": {"mode": "disabled"}}
+    from pipeline.groundtruth.command import plan_items
+
+    items = plan_items(cfg, specs)
+    calls = []
+
+    def train(recipe, spec, seed):
+        calls.append(spec)
+        if spec == specs[1]:
+            raise FloatingPointError("the training loss became NaN")
+        return {"metrics": {"top1": 50.0}, "epochs": 1, "wall_s": 0.1}
+
+    path = tmp_path / "groundtruth.jsonl"
+    claims = Claims(tmp_path, "w", lease_s=60)
+    assert _work(cfg, tmp_path, path, items, {}, claims, "w", train, append_result, read_results) == 0
+    rows = lines(path)
+    assert len(rows) == 3 and len(calls) == 3
+    bad = next(r for r in rows if r["arch"] == specs[1].to_dict())
+    assert bad["metrics"] == {} and "NaN" in bad["error"]
+    assert _work(cfg, tmp_path, path, items, {}, claims, "w", train, append_result, read_results) == 0
+    assert len(calls) == 3                                  # nothing trained again
+    entries = load_ground_truth(path)
+    assert sum("top1" in e.metrics for e in entries) == 2   # correlate leaves the diverged one out

@@ -59,7 +59,8 @@ def _row(cfg: dict[str, Any], spec, seed: int, result: dict[str, Any], worker: s
 
     params, macs = complexity(spec)
     return {"id": arch_id(spec), "seed": seed, "space": cfg["space"], "arch": spec.to_dict(),
-            "metrics": result["metrics"], "params_m": round(params / 1e6, 6), "flops_m": round(macs / 1e6, 6),
+            "metrics": result["metrics"], **({"error": result["error"]} if "error" in result else {}),
+            "params_m": round(params / 1e6, 6), "flops_m": round(macs / 1e6, 6),
             "epochs": result["epochs"], "wall_s": result["wall_s"], "worker": worker,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
@@ -124,7 +125,8 @@ def _work(cfg, run_dir: Path, path: Path, items, recipe, claims, worker: str, tr
                TimeRemainingColumn())
     current: Optional[str] = None
     try:
-        with Progress(*columns, console=console) as progress:
+        # ETA from the whole run's pace: items take minutes, rich's default window is 30 s
+        with Progress(*columns, console=console, speed_estimate_period=3600) as progress:
             task = progress.add_task("training", total=len(items), completed=sum(k in done for k in keys))
             while True:
                 current, spec, seed = None, None, None
@@ -144,18 +146,23 @@ def _work(cfg, run_dir: Path, path: Path, items, recipe, claims, worker: str, tr
                     continue
                 progress.update(task, description=f"{spec.short()} seed {seed}")
                 with claims.heartbeat(current):
-                    result = train(recipe, spec, seed)
+                    try:
+                        result = train(recipe, spec, seed)
+                    except FloatingPointError as e:   # a network that diverges is a result, not a crash:
+                        result = {"metrics": {}, "error": str(e), "epochs": 0, "wall_s": 0.0}   # never retried
                 row = _row(cfg, spec, seed, result, worker)
                 with claims.lock():
                     if current not in read(path):
                         append(path, row)
                     claims.release(current)
                 current = None
-                mine.append([row["id"], row["seed"], spec.short(), row["params_m"], row["flops_m"],
-                             row["metrics"]["top1"], row["wall_s"]])
-                progress.console.print(f"{spec.short()} seed {seed}: top-1 {row['metrics']['top1']:.2f}% "
-                                       f"({row['params_m']:.3f} M params, {row['wall_s']:.0f} s)")
-                if logger:
+                top1 = row["metrics"].get("top1", float("nan"))
+                mine.append([row["id"], row["seed"], spec.short(), row["params_m"], row["flops_m"], top1,
+                             row["wall_s"]])
+                progress.console.print(f"{spec.short()} seed {seed}: " + (
+                    f"top-1 {top1:.2f}% ({row['params_m']:.3f} M params, {row['wall_s']:.0f} s)" if "error" not in row
+                    else f"diverged ({row['error']}); recorded without metrics"))
+                if logger and "error" not in row:
                     logger.log_metrics({"groundtruth/top1": row["metrics"]["top1"],
                                         "groundtruth/wall_s": row["wall_s"]}, step=len(mine))
             progress.update(task, description="done")

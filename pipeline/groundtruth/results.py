@@ -39,7 +39,8 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
         try:
             row = json.loads(line)
             key = item_key(str(row["id"]), int(row["seed"]))
-            float(row["metrics"]["top1"])
+            if "error" not in row:   # a diverged training is recorded without metrics
+                float(row["metrics"]["top1"])
             row["arch"]["embed_dim"]
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path}:{n} is not a ground-truth line ({type(e).__name__}: {e}); fix or remove "
