@@ -49,27 +49,20 @@ CLS_CASES = ("demo", "autoformer-t")
 # ----------------------------------------------------------------------------- common
 def train_config(task: str, argv: list[str]) -> dict[str, Any]:
     """The resolved `train --task TASK` config, with the settings the runner resolves before building."""
-    from pipeline.train import runner
     from pipeline.train.cli import parse_config
+    from pipeline.train.runner import resolve_machine_settings
 
     cfg = parse_config(task, argv)[0]
-    cfg["trainer"]["precision"] = runner.resolve_precision(cfg["trainer"])
-    cfg["model"]["compile"] = runner.resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    resolve_machine_settings(cfg)
     return cfg
 
 
-def run_trainer(cfg: dict[str, Any], run_dir: Path, monitor: str, timer: "StepTimer"):
-    """The Trainer `python -m pipeline train` builds (its CSV logger and
-    pipeline.train.runner.training_callbacks), plus the step timer."""
-    from lightning.pytorch.loggers import CSVLogger
+def run_trainer(task, cfg: dict[str, Any], run_dir: Path, timer: "StepTimer"):
+    """The Trainer `python -m pipeline train` builds (pipeline.train.runner.training_trainer: its
+    loggers and callbacks; W&B is off here), plus the step timer."""
+    from pipeline.train.runner import training_trainer
 
-    from pipeline.config import make_trainer
-    from pipeline.train.runner import training_callbacks
-
-    callbacks, _ = training_callbacks(cfg, run_dir, monitor)
-    return make_trainer(cfg, run_dir, logger=[CSVLogger(save_dir=str(run_dir), name="csv")],
-                        callbacks=[*callbacks, lightning_timer_callback(timer)], default_root_dir=str(run_dir),
-                        enable_model_summary=False, enable_checkpointing=True)
+    return training_trainer(task, cfg, run_dir, [lightning_timer_callback(timer)])[0]
 
 
 def sync(device: str) -> None:
@@ -169,9 +162,6 @@ class SyntheticImageNet(torch.utils.data.Dataset):
 
 def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
     """Config, spec and datamodule for one classification case (shared by both sides)."""
-    from pipeline.classification import ClassificationDataModule
-    from pipeline.classification.settings import MIXUP_KEYS
-
     trainer_over = [f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--wandb.enabled=false",
                     "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0"]
     if case == "demo":
@@ -187,9 +177,7 @@ def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str
                                    *no_compile, *extra])
         spec = SearchSpace.load("autoformer_tiny").sample(random.Random(0))
         warmup, steps = (3, 6 if quick else 10) if device == "cpu" else (10, 20 if quick else 40)
-    d = cfg["data"]
-    dm = ClassificationDataModule(**{**d, "image_size": d.get("image_size") or spec.img_size},   # as the task does
-                                  aug={k: v for k, v in cfg["aug"].items() if k not in MIXUP_KEYS})
+    dm = ClassificationTask.datamodule(cfg, spec)
     if case != "demo":
         n = (warmup + steps + 2) * dm.batch_size
         dm.train_set = SyntheticImageNet(n, dm.train_transform())
@@ -204,7 +192,7 @@ def run_ours_cls(s: dict[str, Any]) -> float:
     timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, s["device"])
     cfg["trainer"].update(max_epochs=1, limit_train_batches=s["warmup"] + s["steps"])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = run_trainer(cfg, Path(tmp), "val/top1", timer)
+        trainer = run_trainer(ClassificationTask(), cfg, Path(tmp), timer)
         with warnings_quiet():
             trainer.fit(module, datamodule=dm)
     return timer.images_per_s
@@ -255,9 +243,9 @@ def warnings_quiet():
     import logging
     import warnings
 
-    from pipeline.train.runner import quiet_lightning
+    from pipeline import quiet
 
-    quiet_lightning()
+    quiet.install()
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.ERROR)
@@ -301,23 +289,21 @@ def seg_setup(device: str, quick: bool, extra: list[str]) -> dict[str, Any]:
 
 
 def run_ours_seg(s: dict[str, Any]) -> float:
-    """Our SegmentationModule + SegDataModule inside the `train --task seg` Trainer setup."""
+    """Our SegmentationModule + SegDataModule, as the seg task builds them, inside the `train --task seg` Trainer."""
     from lightning.pytorch import seed_everything
 
-    from pipeline.segmentation.datamodule import SegDataModule
     from pipeline.segmentation.task import SegmentationTask
 
     cfg = copy.deepcopy(s["cfg"])
-    seed = int(cfg["seed_everything"] or 0)
-    seed_everything(seed, verbose=False)
-    module = SegmentationTask.module(cfg, s["spec"], [str(c) for c in s["meta"]["classes"]], s["meta"]["palette"])
-    dm = SegDataModule(**cfg["data"], seed=seed)
+    seed_everything(int(cfg["seed_everything"] or 0), verbose=False)
+    task = SegmentationTask()
+    built = task.build(cfg, s["spec"], "the demo default spec")
     timer = StepTimer(s["warmup"], s["steps"], s["batch"], s["device"])
     cfg["trainer"].update(max_steps=s["warmup"] + s["steps"], limit_val_batches=0, num_sanity_val_steps=0)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = run_trainer(cfg, Path(tmp), "val/mIoU", timer)
+        trainer = run_trainer(task, cfg, Path(tmp), timer)
         with warnings_quiet():
-            trainer.fit(module, datamodule=dm)
+            trainer.fit(built.module, datamodule=built.datamodule)
     return timer.images_per_s
 
 

@@ -5,9 +5,11 @@ Each command takes ``--config FILE`` plus any number of ``--section.key=value`` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
+from pipeline import quiet
 from pipeline.errors import ConfigError, UserError
 
 COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
@@ -31,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Training-free ViT architecture search (ViNTK) and Lightning retraining.",
         epilog="Every config value can be overridden as --section.key=value (how W&B sweep agents pass "
-               "parameters). Run 'python -m pipeline COMMAND --help' for a command's options.")
+               "parameters). Run 'python -m pipeline COMMAND --help' for a command's options. --verbose (with "
+               "any command) also shows the third-party warnings and log lines a run hides as harmless "
+               "(pipeline/quiet.py).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, _, _) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
@@ -47,6 +51,10 @@ def _resolve(target: str) -> Callable:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:   # any command; its stages and DDP ranks inherit it through the environment
+        argv = [a for a in argv if a != "--verbose"]
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    quiet.install()
     parser = _parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()

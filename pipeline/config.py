@@ -78,6 +78,12 @@ def space_file(name_or_path: str | Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def unknown_space(name_or_path: str | Path) -> str:
+    """The one message for a space that :func:`space_file` cannot find (the options and the loader both say it)."""
+    return (f"unknown search space {str(name_or_path)!r}; presets: {', '.join(shipped_configs('spaces'))} "
+            "(or give a path to a space YAML file)")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from a file (shipped paths resolved), as plain data."""
     path = resolve_path(path)
@@ -243,6 +249,14 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, **kwargs: Any):
         if not existed and Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise ConfigError(f"invalid --trainer settings: {e}") from None
+
+
+def device_line(trainer) -> str:
+    """Where a Trainer runs, as one of our lines (Lightning's own "GPU available" lines are hidden:
+    pipeline/quiet.py)."""
+    processes = trainer.num_devices * trainer.num_nodes
+    line = f"device: {trainer.strategy.root_device.type}, {processes} process{'es' if processes > 1 else ''}"
+    return line + f", precision {trainer.precision}"
 
 
 def add_wandb_arguments(parser) -> None:

@@ -12,7 +12,10 @@ import time
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import REPO, run_cli
+
+# Four made-up demo-space architectures: a ground truth that needs neither ../shared nor a download.
+TINY_GT = REPO / "tests" / "data" / "tiny_ground_truth.jsonl"
 
 # Refused by the torch-free parser: Python start-up + jsonargparse, ~0.3 s alone on this 2-core box.
 PARSE_S = 5.0
@@ -61,7 +64,10 @@ ROWS = [
     # correlate
     row("correlate-type", ["correlate", "--limit=0"], "--limit: expected PositiveInt"),
     row("correlate-unknown-key", ["correlate", "--nope=1"], "unknown option(s) --nope=1"),
-    row("correlate-missing-metric", ["correlate", "--metric=nope"], "--metric"),
+    row("correlate-missing-metric", ["correlate", f"--ground_truth={TINY_GT}", "--metric=nope"],
+        "--metric: metric(s) ['nope'] not in"),
+    row("correlate-missing-file", ["correlate", "--ground_truth=no_such_file.json"],
+        "or name a known benchmark: ood_vit_nas_tiny"),
     # run
     row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'cls', 'seg']", LIGHTNING_S),
     row("run-unknown-stage-key", ["run", "--cls.optim.nope=1"], "unknown option(s) --cls.optim.nope=1", LIGHTNING_S),

@@ -7,9 +7,10 @@ import random
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
-from conftest import DEV_FILES, dev_entries, run_cli
+from conftest import DEV_FILES, dev_benchmark, dev_entries, run_cli
 from pipeline import metrics
 from pipeline.models.complexity import count_params
 from pipeline.space import SearchSpace
@@ -463,9 +464,10 @@ def test_bad_input_subprocess(tmp_path):
 
 def test_real_benchmark(benchmark_path, tmp_path):
     out = tmp_path / "bench"
-    res = run_cli("correlate", f"--ground_truth={benchmark_path}", "--limit", "20", "--proxies=params,flops",
-                  f"--output_dir={out}", "--threads=1")
+    res = run_cli("correlate", "--ground_truth=ood_vit_nas_tiny", "--limit", "20", "--proxies=params,flops",
+                  f"--output_dir={out}", "--threads=1")   # the name finds the file the fixture found
     assert res.returncode == 0, res.stderr
+    assert yaml.safe_load((out / "config.yaml").read_text())["ground_truth"] == str(benchmark_path)
     assert len(_scores(out)) == 40
     flops = _summary(out)["flops"]
     assert int(flops["n_valid"]) == 20
@@ -538,11 +540,11 @@ def test_split_halves_are_disjoint_and_cover_the_file(ground_truth, tmp_path, ca
 
 
 @pytest.mark.parametrize("name", list(DEV_FILES))
-def test_committed_dev_splits(name, benchmark_path):
+def test_committed_dev_splits(name):
     from pipeline.correlate.settings import REPO_ROOT, SPLIT_DIR
     from pipeline.groundtruth import load_budgets, load_split, make_split
 
-    gt, entries = dev_entries(benchmark_path, name)
+    gt, entries = dev_entries(name)
     keys = [e.key for e in entries]
     halves = load_split(REPO_ROOT / SPLIT_DIR / f"{gt.stem}.json")
     # the regret budgets: the 25/50/75/100 % quantiles of the whole file's params (our count), rounded up
@@ -656,10 +658,8 @@ def test_resume_refuses_other_metrics_and_overrides(ground_truth, tmp_path, caps
     assert "global_pool" in capsys.readouterr().err
 
 
-def test_vitbench101_config(benchmark_path, tmp_path):
-    gt = benchmark_path.parent / "vitbench101_autoformer_tiny_kd.jsonl"
-    if not gt.is_file():
-        pytest.skip(f"{gt} not found")
+def test_vitbench101_config(tmp_path):
+    dev_benchmark("vitbench101_autoformer_tiny_kd")   # the config names it; found, never downloaded here
     out = tmp_path / "vb"
     assert _main("correlate", "--config", "configs/correlate/vitbench101.yaml", "--proxies=[params,flops]",
                  "--split=test", "--limit=6", f"--output_dir={out}", "--threads=1", "--plots=false") == 0

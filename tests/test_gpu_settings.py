@@ -54,6 +54,22 @@ def test_compile_setting(value, accelerator, expect):
     assert runner.resolve_compile("auto", {"accelerator": "gpu"}) is True
 
 
+def test_one_cuda_rule_for_the_trainers_and_the_seg_heads(monkeypatch):
+    """runner.on_cuda decides precision, compile and the seg heads' SyncBN alike."""
+    from pipeline.segmentation.model import device_count, norm_type
+
+    for available in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 4 if available else 0)
+        for accel in ("auto", "cpu", "gpu", "CUDA"):
+            cfg = {"accelerator": accel, "devices": "auto", "num_nodes": 1}
+            cuda = runner.on_cuda(cfg)
+            assert cuda == (accel.lower() in ("gpu", "cuda") or (accel == "auto" and available))
+            assert device_count(cfg) == (4 if cuda and available else 1)
+            assert norm_type({"norm": "auto"}, cfg) == ("SyncBN" if cuda and available else "BN")
+            assert runner.resolve_compile("auto", cfg) is cuda
+
+
 @pytest.mark.parametrize("task", ["cls", "seg"])
 def test_compile_option_is_typed(task):
     """model.compile: true, false, auto or a mapping of torch.compile options; anything else is refused."""

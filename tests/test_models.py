@@ -40,9 +40,9 @@ def test_params_exact_on_random_specs(name):
 
 
 @pytest.mark.parametrize("name", ["autoformer_tiny_ood_vit_nas.json", "autoformer_small_ood_vit_nas.json"])
-def test_params_and_flops_reproduce_all_1001_benchmark_architectures(benchmark_path, name):
+def test_params_and_flops_reproduce_all_1001_benchmark_architectures(name):
     """Our preset is the benchmark's network: AutoFormer's own params and FLOPs counts, exact on every entry."""
-    _, entries = dev_entries(benchmark_path, name)
+    _, entries = dev_entries(name)
     assert len(entries) == 1001
     assert all(e.spec.global_pool == "avg" for e in entries)  # AutoFormer's --gp, with which the file was measured
     worst = max(abs(count_params(e.spec) / 1e6 - e.reported["params"]) / e.reported["params"] for e in entries)

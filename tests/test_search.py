@@ -2,6 +2,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -143,14 +144,22 @@ def test_cli_end_to_end_on_demo_space(tmp_path):
     assert "chosen architecture" in res.stdout
     assert len((out / "candidates.csv").read_text().splitlines()) == len(rows) + 1
     assert list((out / "wandb").glob("offline-run-*")), "W&B offline run missing"
+    # a first run prints our own lines only: no third-party warning, deprecation or Lightning chatter
+    printed = (res.stdout + res.stderr).splitlines()
+    noise = [ln for ln in printed if re.search(r"warn|deprecat|GPU available|Trainer\.fit", ln, re.I)]
+    assert not noise, noise
+    assert printed[0] == "device: cpu, 1 process, precision 32-true"
+    media = {p.name.split("_")[0] for p in (out / "wandb").glob("offline-run-*/files/media/images/search/*.png")}
+    assert media == {"pareto", "convergence"}, media   # one W&B key per plot (they differ in size)
 
 
 def test_same_seed_same_choice_and_resume_after_kill(tmp_path):
     args = ["search", "--run_name=r", *SMALL, "--strategy.evolution.generations=4", "--wandb.enabled=false"]
     ref = run_cli(*args, f"--out_dir={tmp_path / 'a'}")
     assert ref.returncode == 0, ref.stderr[-2000:]
-    again = run_cli(*args, f"--out_dir={tmp_path / 'b'}")
+    again = run_cli(*args, f"--out_dir={tmp_path / 'b'}", "--verbose")   # shows what a run hides; same result
     assert (tmp_path / "a/r/arch.yaml").read_text() == (tmp_path / "b/r/arch.yaml").read_text()
+    assert "GPU available" in again.stdout + again.stderr and "GPU available" not in ref.stdout + ref.stderr
 
     # kill a third run part-way, leave half a line behind, then rerun the same command
     out = tmp_path / "c" / "r"

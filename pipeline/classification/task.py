@@ -23,17 +23,12 @@ class ClassificationTask:
     monitor = "val/top1"
 
     def build(self, cfg: dict[str, Any], spec: ArchSpec, source: str) -> Built:
-        from pipeline.classification import ClassificationDataModule
-        from pipeline.classification.settings import MIXUP_KEYS
-
         if spec.in_chans != 3:
             raise SpecError(f"spec {source} has in_chans={spec.in_chans}; the image data is RGB (3 channels)")
         from pipeline.data import DataError
 
-        data, aug = cfg["data"], cfg["aug"]
         try:
-            dm = ClassificationDataModule(**{**data, "image_size": data.get("image_size") or spec.img_size},
-                                          aug={k: v for k, v in aug.items() if k not in MIXUP_KEYS})
+            dm = self.datamodule(cfg, spec)
             classes = dm.check()
         except DataError:
             raise   # the runner words it as a one-line UserError
@@ -60,6 +55,17 @@ class ClassificationTask:
         note = (f"architecture: {spec.short()} ({count_params(spec) / 1e6:.2f}M params, "
                 f"{count_flops(spec) / 1e6:.1f}M FLOPs) from {source}")
         return Built(spec, module, dm, notes=[note])
+
+    @staticmethod
+    def datamodule(cfg: dict[str, Any], spec: ArchSpec):
+        """The ClassificationDataModule of a resolved config: ``data`` (the image size defaults to the
+        spec's) and the per-image part of ``aug``."""
+        from pipeline.classification import ClassificationDataModule
+        from pipeline.classification.settings import MIXUP_KEYS
+
+        data, aug = cfg["data"], cfg["aug"]
+        return ClassificationDataModule(**{**data, "image_size": data.get("image_size") or spec.img_size},
+                                        aug={k: v for k, v in aug.items() if k not in MIXUP_KEYS})
 
     @staticmethod
     def module(cfg: dict[str, Any], spec: ArchSpec, batch_size: int, classes: list[str]):

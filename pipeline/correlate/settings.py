@@ -17,7 +17,7 @@ from jsonargparse.typing import PositiveFloat, PositiveInt, restricted_number_ty
 from pipeline.config import CONFIG_DIR, ConfigError, as_plain, parse, resolve_path, shipped_configs
 from pipeline.search.settings import ProbeSettings
 
-# A clone's root: the default config names the dev benchmark relative to it (../shared/...).
+# A clone's root: relative input paths are also looked up there.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = CONFIG_DIR / "correlate" / "default.yaml"
 SPLIT_DIR = Path("configs") / "correlate" / "splits"  # committed halves, <ground-truth file stem>.json
@@ -33,8 +33,11 @@ class CorrelateSettings:
     """Score the architectures of a ground-truth file with training-free proxies.
 
     Args:
-        ground_truth: the OoD-ViT-NAS benchmark JSON or our JSON-lines format (pipeline/groundtruth.py);
-            a relative path is looked up in the working directory, the shipped configs, then the
+        ground_truth: a known benchmark's name (ood_vit_nas_tiny, ood_vit_nas_small,
+            vitbench101_autoformer_tiny_kd: found in $PIPELINE_BENCHMARKS or ~/.cache/pipeline/benchmarks,
+            then ../shared/benchmarks beside a clone, else downloaded once, SHA-256 checked) or a file:
+            the OoD-ViT-NAS benchmark JSON or our JSON-lines format (pipeline/groundtruth.py); a
+            relative path is looked up in the working directory, the shipped configs, then the
             repository root.
         space: search space of the benchmark format (JSON lines carry their own).
         metric: metric column(s) to rank against (larger = better): all, a name, a,b or [a, b].
@@ -61,7 +64,7 @@ class CorrelateSettings:
         plots: write scatter_<proxy>.png per proxy.
     """
 
-    ground_truth: str = "../shared/benchmarks/autoformer_tiny_ood_vit_nas.json"
+    ground_truth: str = "ood_vit_nas_tiny"
     space: str = "autoformer_tiny"
     metric: Names = "all"
     arch_overrides: dict[str, Any] = field(default_factory=dict)
@@ -115,7 +118,7 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
         cfg["budgets"] = sorted(set(budgets))
     if cfg["probe"]["source"] == "folder" and not cfg["probe"]["root"]:
         raise ConfigError("--probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
-    gt_path = resolve_input(cfg["ground_truth"], "--ground_truth: the ground-truth file")
+    gt_path = ground_truth_file(cfg["ground_truth"])
     cfg["ground_truth"] = str(gt_path)
     check_metrics(cfg["metric"], gt_path)
     if cfg["split"] != "all":
@@ -142,6 +145,21 @@ def resolve_input(path: str | Path, what: str) -> Path:
         if c.is_file():
             return c.resolve()
     raise ConfigError(f"{what} {str(path)!r} does not exist (looked for {' and '.join(str(c) for c in candidates)})")
+
+
+def ground_truth_file(value: str) -> Path:
+    """``--ground_truth``: a known benchmark's name (:mod:`pipeline.benchmark_files`) or a file."""
+    from pipeline.benchmark_files import BENCHMARKS, BenchmarkError, resolve_benchmark
+
+    if value in BENCHMARKS:
+        try:
+            return resolve_benchmark(value)
+        except BenchmarkError as e:
+            raise ConfigError(f"--ground_truth: {e}") from None
+    try:
+        return resolve_input(value, "--ground_truth: the ground-truth file")
+    except ConfigError as e:
+        raise ConfigError(f"{e}; or name a known benchmark: {', '.join(BENCHMARKS)}") from None
 
 
 def metric_columns(path: Path) -> Optional[list[str]]:

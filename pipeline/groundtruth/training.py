@@ -8,28 +8,13 @@ kept model needs: checkpoints, exports and a W&B run per network (the worker has
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from pipeline.space import ArchSpec
-
-
-@contextlib.contextmanager
-def _lightning_info_off() -> Iterator[None]:
-    """Lightning's per-fit info lines ("GPU available", "`Trainer.fit` stopped") would repeat for every
-    network of the file; the command prints one line per network itself."""
-    log = logging.getLogger("lightning.pytorch")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def recipe_config(recipe: str, train_args: Sequence[str]) -> dict[str, Any]:
@@ -47,18 +32,16 @@ def train_architecture(recipe: dict[str, Any], spec: ArchSpec, seed: int) -> dic
 
     from pipeline.classification.task import ClassificationTask
     from pipeline.config import make_trainer
-    from pipeline.train.runner import quiet_lightning, resolve_compile, resolve_precision
+    from pipeline.train.runner import resolve_machine_settings
 
     start = time.perf_counter()
     cfg = copy.deepcopy(recipe)
     cfg["arch"], cfg["seed_everything"] = spec.to_dict(), seed
-    cfg["trainer"]["precision"] = resolve_precision(cfg["trainer"])
-    cfg["model"]["compile"] = resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+    resolve_machine_settings(cfg)
     cfg["trainer"]["enable_progress_bar"] = False   # the command shows one bar for the whole file
-    quiet_lightning()
     seed_everything(seed, workers=True, verbose=False)   # data order and augmentation, as `train` seeds them
     built = ClassificationTask().build(cfg, spec, f"ground-truth architecture (seed {seed})")
-    with tempfile.TemporaryDirectory(prefix="groundtruth-") as tmp, _lightning_info_off():
+    with tempfile.TemporaryDirectory(prefix="groundtruth-") as tmp:
         trainer = make_trainer(cfg, Path(tmp), logger=False, callbacks=[], enable_checkpointing=False,
                                enable_model_summary=False, default_root_dir=tmp)
         trainer.fit(built.module, datamodule=built.datamodule)

@@ -237,7 +237,8 @@ def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec
     data = [[c.generation, c.spec.short(), c.score, c.rank_value, c.valid, c.reason, c.params_m, c.flops_m,
              c.seconds] for c in candidates]
     logger.log_table("search/candidates", columns=columns, data=data)
-    logger.log_image("search/plots", [str(out / "pareto.png"), str(out / "convergence.png")],
-                     caption=["score vs params", "convergence"])
+    # one key per plot: images of different sizes under one key are drawn wrongly by the W&B UI
+    logger.log_image("search/pareto", [str(out / "pareto.png")], caption=["score vs params"])
+    logger.log_image("search/convergence", [str(out / "convergence.png")], caption=["best score per generation"])
     logger.experiment.log_artifact(handoff_artifact("arch", logger.experiment.group, out / "arch.yaml",
                                                     metadata=best.to_dict()))

@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.errors import UserError
-from pipeline.config import make_trainer, save_config
+from pipeline.config import device_line, make_trainer, save_config
 from pipeline.data import DataError, probe_batch
 from pipeline.distributed import is_rank_zero
 from pipeline.proxies import check_options, compute_proxy, get_proxy
@@ -133,9 +133,12 @@ def run(cfg: dict[str, Any]) -> int:
     if is_rank_zero():   # rank 0 owns the output folder; the callback hands its resume log to the others
         check_resumable(cfg, out)
     logger = wandb_logger(cfg, out, job_type="search")
-    trainer = make_trainer(cfg, out, max_epochs=0, logger=logger, callbacks=[search], enable_checkpointing=False,
-                           enable_model_summary=False, default_root_dir=str(out))
+    # The search runs in the callback's setup hook; no training batch is ever drawn (limit_train_batches=0),
+    # so the fit loop ends without a "max_epochs=0 reached" line or a logging-interval warning.
+    trainer = make_trainer(cfg, out, max_epochs=1, limit_train_batches=0, logger=logger, callbacks=[search],
+                           enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out))
     if trainer.global_rank == 0:
+        print(device_line(trainer))
         save_config(cfg, out / "config.yaml")
     trainer.fit(_NothingToTrain())
     if trainer.global_rank == 0:

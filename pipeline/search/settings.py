@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Sequence
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
-                             expand_run_name, parse, shipped_configs, space_file)
+                             expand_run_name, parse, shipped_configs, space_file, unknown_space)
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
 
@@ -171,8 +171,7 @@ def check_space_and_probe(cfg: dict[str, Any]) -> None:
 def check_space(space: Any) -> None:
     """``--space`` names a preset or a space YAML file (as ``SearchSpace.load`` resolves it)."""
     if space_file(str(space)) is None:
-        raise ConfigError(f"--space: unknown search space {str(space)!r}; presets: "
-                          f"{', '.join(shipped_configs('spaces'))} (or give a path to a space YAML file)")
+        raise ConfigError(f"--space: {unknown_space(str(space))}")
 
 
 def check_limit_window(limits: dict[str, Any]) -> None:

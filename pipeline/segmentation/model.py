@@ -30,6 +30,7 @@ from mmseg.registry import MODELS
 
 from pipeline.segmentation import backbone as bb
 from pipeline.space.spec import ArchSpec
+from pipeline.train.runner import on_cuda
 
 NORMS = ("auto", "BN", "SyncBN")
 
@@ -42,15 +43,10 @@ def device_count(trainer_cfg: dict[str, Any]) -> int:
     elif isinstance(devices, str) and "," in devices:
         n = len([d for d in devices.split(",") if d.strip()])
     elif devices in ("auto", -1, "-1", None):
-        n = torch.cuda.device_count() if _wants_cuda(trainer_cfg) else 1
+        n = torch.cuda.device_count() if on_cuda(trainer_cfg) else 1
     else:
         n = int(devices)
     return max(1, n) * int(trainer_cfg.get("num_nodes", 1) or 1)
-
-
-def _wants_cuda(trainer_cfg: dict[str, Any]) -> bool:
-    acc = str(trainer_cfg.get("accelerator", "auto")).lower()
-    return torch.cuda.is_available() and acc in ("auto", "gpu", "cuda")
 
 
 def norm_type(model_cfg: dict[str, Any], trainer_cfg: dict[str, Any]) -> str:
@@ -59,7 +55,7 @@ def norm_type(model_cfg: dict[str, Any], trainer_cfg: dict[str, Any]) -> str:
     if norm not in NORMS:
         raise ValueError(f"model.norm={norm!r} is unknown; use one of {NORMS}")
     if norm == "auto":
-        return "SyncBN" if _wants_cuda(trainer_cfg) and device_count(trainer_cfg) > 1 else "BN"
+        return "SyncBN" if on_cuda(trainer_cfg) and device_count(trainer_cfg) > 1 else "BN"
     return norm
 
 

@@ -126,12 +126,11 @@ class SearchSpace:
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
         """Load a preset by name (``autoformer_tiny``) or a YAML file by path."""
-        from pipeline.config import space_file
+        from pipeline.config import space_file, unknown_space
 
         path = space_file(name_or_path)
         if path is None:
-            raise SpecError(f"unknown search space {str(name_or_path)!r}; presets: {available_spaces()} "
-                            f"(or give a path to a space YAML file)")
+            raise SpecError(unknown_space(name_or_path))
         return cls.from_dict(yaml.safe_load(path.read_text()), name=path.stem)
 
     def _check(self) -> None:

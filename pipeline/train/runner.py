@@ -13,17 +13,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.errors import UserError
-from pipeline.config import make_trainer, resolve_path, save_config
+from pipeline.config import device_line, make_trainer, resolve_path, save_config
 from pipeline.distributed import is_rank_zero
 from pipeline.space.spec import ArchSpec
 from pipeline.utils.io import atomic_write_text
@@ -92,7 +90,7 @@ def on_cuda(trainer_cfg: dict[str, Any]) -> bool:
     """Whether a Trainer config trains on CUDA devices."""
     import torch
 
-    accel = str(trainer_cfg.get("accelerator") or "auto")
+    accel = str(trainer_cfg.get("accelerator") or "auto").lower()
     return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
 
 
@@ -176,25 +174,6 @@ def data_message(e: BaseException) -> str:
     return text
 
 
-class _DropNoise(logging.Filter):
-    NOISE = ("💡 Tip:", "was configured so 100% of the batches")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(n in str(record.msg) for n in self.NOISE)
-
-
-def quiet_lightning() -> None:
-    """Keep stdout readable: drop Lightning hints that do not apply to this command."""
-    for pattern in (".*does not have many workers.*", ".*is smaller than the logging interval.*",
-                    ".*Checkpoint directory .* exists and is not empty.*", ".*treespec, LeafSpec.*",
-                    ".*MultiScaleDeformableAttention.*"):
-        warnings.filterwarnings("ignore", message=pattern)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) for f in log.filters):
-            log.addFilter(_DropNoise())
-
-
 def check_resumable(ckpt_path: Path, spec: ArchSpec) -> None:
     """``--resume`` continues ``last.ckpt``: it must exist and hold this architecture."""
     import torch
@@ -236,19 +215,41 @@ def training_callbacks(cfg: dict[str, Any], run_dir: Path, monitor: str, checkpo
     return [*callbacks, best, last], best
 
 
-def train(task, cfg: dict[str, Any], callbacks: list) -> int:
-    """Run one retraining of ``task`` (a :class:`pipeline.train.task.TrainingTask`) with ``cfg``."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    from pipeline.data import DataError
-    from pipeline.tracking import record_handoff, wandb_logger
-
-    started = time.time()
-    quiet_lightning()
-    run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
-    spec, source = resolve_spec(cfg, run_dir)
+def resolve_machine_settings(cfg: dict[str, Any]) -> None:
+    """The settings whose ``null`` / ``auto`` depends on this machine (precision, compile), in place,
+    before the task builds anything."""
     cfg["trainer"]["precision"] = resolve_precision(cfg["trainer"])
     cfg["model"]["compile"] = resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
+
+
+def training_trainer(task, cfg: dict[str, Any], run_dir: Path, callbacks: list):
+    """(the Trainer of a training run, its ``best.ckpt`` checkpointer or None): CSV logger
+    (``csv/version_N``: one folder per invocation, so a resumed run keeps its history) and W&B,
+    ``callbacks`` then :func:`training_callbacks`; a ``fast_dev_run`` writes no checkpoint."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pipeline.tracking import wandb_logger
+
+    loggers: list = [CSVLogger(save_dir=str(run_dir), name="csv")]
+    wb = wandb_logger(cfg, run_dir, job_type=f"train-{task.name}")
+    if wb:
+        loggers.append(wb)
+    smoke = bool(cfg["trainer"].get("fast_dev_run"))   # one batch per loop, no checkpoint
+    ours, best_ckpt = training_callbacks(cfg, run_dir, task.monitor, checkpoints=not smoke)
+    trainer = make_trainer(cfg, run_dir, logger=loggers, callbacks=[*callbacks, *ours],
+                           default_root_dir=str(run_dir), enable_model_summary=False, enable_checkpointing=not smoke)
+    return trainer, best_ckpt
+
+
+def train(task, cfg: dict[str, Any], callbacks: list) -> int:
+    """Run one retraining of ``task`` (a :class:`pipeline.train.task.TrainingTask`) with ``cfg``."""
+    from pipeline.data import DataError
+    from pipeline.tracking import record_handoff
+
+    started = time.time()
+    run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
+    spec, source = resolve_spec(cfg, run_dir)
+    resolve_machine_settings(cfg)
     try:
         built = task.build(cfg, spec, source)
     except DataError as e:
@@ -263,18 +264,9 @@ def train(task, cfg: dict[str, Any], callbacks: list) -> int:
     created = check_writable(run_dir) if rank0 else False
     written: list[Path] = []
     try:
-        # csv/version_N/metrics.csv: one folder per invocation, so a resumed run keeps the history.
-        loggers: list = [CSVLogger(save_dir=str(run_dir), name="csv")]
-        wb = wandb_logger(cfg, run_dir, job_type=f"train-{task.name}")
-        if wb:
-            loggers.append(wb)
-        smoke = bool(cfg["trainer"].get("fast_dev_run"))   # one batch per loop, no checkpoint
-        ours, best_ckpt = training_callbacks(cfg, run_dir, task.monitor, checkpoints=not smoke)
-        trainer = make_trainer(cfg, run_dir, logger=loggers, callbacks=[*callbacks, *ours],
-                               default_root_dir=str(run_dir), enable_model_summary=False,
-                               enable_checkpointing=not smoke)
+        trainer, best_ckpt = training_trainer(task, cfg, run_dir, callbacks)
         if trainer.global_rank == 0:
-            for line in built.notes:
+            for line in [*built.notes, device_line(trainer)]:
                 print(line)
             if not cfg["resume"] and (run_dir / "last.ckpt").exists():
                 print(f"note: {run_dir} already holds checkpoints; starting afresh (use --resume to continue)")
