@@ -56,7 +56,7 @@ ROWS = [
     row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root"),
     row("search-unknown-proxy", ["search", "--proxy.name=nope"], "--proxy.name: unknown proxy 'nope'", PROXY_S),
     row("search-unknown-proxy-option", ["search", "--proxy.options={foo: 1}"],
-        "proxy 'vintk_flops' does not take the option(s) ['foo']", PROXY_S),
+        "proxy 'naswot' does not take the option(s) ['foo']; it takes no options", PROXY_S),
     row("search-proxy-option-fails", ["search", "--proxy.name=vintk", "--proxy.options={weights: [1, 2, 3]}"],
         "weights has 3 values for 2 views", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",

@@ -39,6 +39,16 @@ def test_atomic_writes_get_the_users_umask(tmp_path, umask, mode):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.yaml", "metrics.json"]   # no temp file left
 
 
+def test_a_run_removes_the_temp_files_a_kill_left_of_its_own_files_only(tmp_path):
+    from pipeline.utils.io import remove_stale_temps
+
+    left = [".report.md.4d6l27cv.tmp", ".report.md.x.tmp", ".metrics.json.ab12.tmp", "report.md", ".report.md"]
+    for name in left:
+        (tmp_path / name).write_text("x")
+    remove_stale_temps(tmp_path, ["report.md", "missing.yaml"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.json.ab12.tmp", ".report.md", "report.md"]
+
+
 # ----------------------------------------------------------------------------- W&B login
 KEY = "a" * 40
 

@@ -91,8 +91,9 @@ def check_options(name: str, options: Optional[dict[str, Any]]) -> None:
     """Refuse option names the proxy does not take (a typo would otherwise fail every candidate)."""
     unknown = sorted(set(options or {}) - accepted_options(name))
     if unknown:
-        raise ValueError(f"proxy {name!r} does not take the option(s) {unknown}; it takes: "
-                         f"{', '.join(sorted(accepted_options(name)))}")
+        takes = ", ".join(sorted(accepted_options(name)))
+        raise ValueError(f"proxy {name!r} does not take the option(s) {unknown}; "
+                         + (f"it takes: {takes}" if takes else "it takes no options"))
 
 
 def available_proxies() -> list[str]:

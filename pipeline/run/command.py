@@ -27,7 +27,7 @@ from typing import Any, Optional
 from pipeline.errors import UserError
 from pipeline.config import resolve_path, save_config
 from pipeline.run.settings import parse_config
-from pipeline.utils.io import atomic_write_text
+from pipeline.utils.io import atomic_write_text, remove_stale_temps
 
 COMMANDS = {"search": ["search"], "cls": ["train", "--task", "cls"], "seg": ["train", "--task", "seg"]}
 
@@ -109,6 +109,9 @@ def run(cfg: dict[str, Any]) -> int:
     preflight(cfg)
     run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
     run_dir.mkdir(parents=True, exist_ok=True)
+    # a run killed while writing its own files leaves their temp files; it owns them, so it removes them
+    remove_stale_temps(run_dir, ["config.yaml", "report.md", *(f"{s}_curves.png" for s in COMMANDS)])
+    remove_stale_temps(run_dir / "stages", [f"{s}.{ext}" for s in COMMANDS for ext in ("yaml", "done.json")])
     save_config(cfg, run_dir / "config.yaml")
 
     from pipeline.report import write_report

@@ -25,7 +25,7 @@ class ProxySettings:
             three dev files (docs/proxies.md); vintk_flops the previous default, vintk the ViNTK
             reconstruction.
         init_seed: seeds every candidate's initialisation.
-        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]};
+        options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]} for vintk;
             names the proxy does not take are refused.
     """
 

@@ -6,10 +6,11 @@ private ``0600`` of a temp file, so a team sharing a results folder can read it.
 """
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 
 def _umask() -> int:
@@ -32,6 +33,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temps(folder: str | Path, names: Iterable[str]) -> None:
+    """Delete the temp files ``atomic_write`` left for ``names`` in ``folder`` when its writer was killed.
+
+    Only for files one process owns (e.g. a run's ``report.md``): a kill -9 mid-write cannot clean up,
+    so the owner does it when it starts again.
+    """
+    folder = Path(folder)
+    for name in names:
+        for tmp in folder.glob(f".{glob.escape(name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
