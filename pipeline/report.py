@@ -81,7 +81,15 @@ def _search_section(run_dir: Path) -> list[str]:
              f"| `{spec.short()}` | {count_params(spec) / 1e6:.3f} M | {count_flops(spec) / 1e6:.1f} M | - |", "",
              f"Embed dim {spec.embed_dim}, depth {sum(spec.stage_depths)}, heads per layer "
              f"{list(spec.num_heads)}, MLP ratios {list(spec.mlp_ratio)}. Spec: [search/arch.yaml](search/arch.yaml).", ""]
-    for name, caption in (("pareto.png", "score vs params"), ("convergence.png", "best score per generation")):
+    latency = (yaml.safe_load((d / "arch.yaml").read_text()) or {}).get("latency")
+    if latency:   # the search ran for a device: its latency in the search and re-measured in a fresh process
+        from pipeline.latency.costs import latency_line
+
+        lines += [f"Latency of the chosen architecture: {latency_line(latency)}.", ""]
+    by_latency = latency and ((cfg.get("limits") or {}).get("max_latency_ms") is not None
+                              or cfg.get("objective", "score") != "score")
+    for name, caption in (("pareto.png", "score vs latency" if by_latency else "score vs params"),
+                          ("convergence.png", "best score per generation")):
         if (d / name).is_file():
             lines.append(f"![{caption}](search/{name})")
     return lines + [""]

@@ -29,8 +29,14 @@ PROXY_S = 90.0
 LIGHTNING_S = 90.0
 
 
-def row(id: str, argv: list[str], fragment: str, seconds: float = PARSE_S):
-    return pytest.param(argv, fragment, seconds, id=id)
+def row(id: str, argv: list[str], fragment: str, seconds: float = PARSE_S, marks=()):
+    return pytest.param(argv, fragment, seconds, id=id, marks=marks)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 ROWS = [
@@ -61,6 +67,30 @@ ROWS = [
         "weights has 3 values for 2 views", PROXY_S),
     row("search-limits-outside-space", ["search", "--limits.max_params=0.01"], "infeasible limits for space 'demo'",
         PROXY_S),
+    # search -- the latency section and the device's limits (issue 23)
+    row("search-latency-device", ["search", "--latency.device=tpu"],
+        "--latency.device: expected Literal['auto', 'cpu', 'cuda'], got 'tpu'"),
+    row("search-latency-backend", ["search", "--latency.backend=tensorrt"],
+        "--latency.backend: expected Literal['eager', 'export', 'onnx'], got 'tensorrt'"),
+    row("search-latency-limit-zero", ["search", "--limits.max_latency_ms=0"],
+        "--limits.max_latency_ms: expected PositiveFloat"),
+    row("search-latency-limit-negative", ["search", "--limits.max_latency_ms=-3"],
+        "--limits.max_latency_ms: expected PositiveFloat"),
+    row("search-memory-limit-zero", ["search", "--limits.max_memory_mb=0"], "--limits.max_memory_mb: expected PositiveFloat"),
+    row("search-memory-limit-negative", ["search", "--limits.max_memory_mb=-1"],
+        "--limits.max_memory_mb: expected PositiveFloat"),
+    row("search-latency-batch-zero", ["search", "--latency.batch=0"], "--latency.batch: expected PositiveInt"),
+    row("search-latency-off-with-limit", ["search", "--latency.enabled=false", "--limits.max_latency_ms=5"],
+        "--limits.max_latency_ms needs latency measurements, but --latency.enabled=false"),
+    row("search-latency-cpu-clock-threads", ["search", "--latency.enabled=true", "--latency.clock=cpu",
+                                             "--latency.threads=2"], "--latency.clock=cpu adds up the CPU time"),
+    row("search-latency-cuda-without-gpu", ["search", "--latency.device=cuda", "--limits.max_latency_ms=5"],
+        "--latency.device=cuda, but torch sees no GPU", PROXY_S,
+        marks=pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")),
+    row("search-latency-unmeetable", ["search", "--limits.max_latency_ms=0.000001"],
+        "no network of space 'demo' meets the limits", 60.0),
+    row("search-memory-unmeetable", ["search", "--limits.max_memory_mb=0.01"],
+        "no network of space 'demo' meets the limits", 60.0),
     # correlate
     row("correlate-type", ["correlate", "--limit=0"], "--limit: expected PositiveInt"),
     row("correlate-unknown-key", ["correlate", "--nope=1"], "unknown option(s) --nope=1"),

@@ -30,7 +30,9 @@ MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphen
 # Appended after the agent's arguments (later arguments win): one tiny generation or epoch, no
 # W&B (the sweeps' own --wandb.mode=online must be overridden), outputs in a temporary folder.
 SHORTEN = {
-    "search": ["--strategy.evolution.generations=1", "--strategy.evolution.population=2", "--wandb.mode=disabled"],
+    "search": ["--strategy.evolution.generations=1", "--strategy.evolution.population=2", "--wandb.mode=disabled",
+               # a latency sweep times its networks: briefly, and by the fastest call (a test machine is busy)
+               "--latency.min_seconds=0.2", "--latency.statistic=min"],
     "train": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
               "--wandb.mode=disabled"],
     "groundtruth": ["--num_archs=2", "--seed_subset=0", "--bands=1", "--wandb.mode=disabled",
@@ -186,22 +188,22 @@ def test_every_point_parses_to_the_sweeps_values(path, params, monkeypatch, tmp_
 def _runs():
     """The points that run for real.
 
-    search_demo: one run per proxy.options value (4), each with another seed/population value, so
-    every value of every parameter reaches a real run. The other grid points differ only in the
-    strategy's seed and population, which the shortening overrides (population=2) anyway: they are
-    covered by the parse test above, at ~0.1 s instead of ~15 s each. cls_demo (bayes): the first
-    point (the low ends of its ranges).
+    A grid: one run per value of its longest parameter (search_demo: proxy.options, 4), each with
+    another value of the others, so every value of every parameter reaches a real run. The other
+    grid points are covered by the parse test above, at ~0.1 s instead of ~15 s each. cls_demo
+    (bayes): the first point (the low ends of its ranges).
     """
     for path in SWEEPS:
         sweep = _load(path)
         pts = points(sweep)
-        if sweep["method"] == "grid" and "proxy.options" in sweep["parameters"]:
-            others = [k for k in sweep["parameters"] if k != "proxy.options"]
+        if sweep["method"] == "grid":
+            driver = max(sweep["parameters"], key=lambda k: len(sweep["parameters"][k]["values"]))
+            others = [k for k in sweep["parameters"] if k != driver]
             picked = []
-            for i, options in enumerate(sweep["parameters"]["proxy.options"]["values"]):
+            for i, value in enumerate(sweep["parameters"][driver]["values"]):
                 want = {k: sweep["parameters"][k]["values"][(i >> n) % len(sweep["parameters"][k]["values"])]
                         for n, k in enumerate(others)}
-                picked.append(next(p for p in pts if p["proxy.options"] == options
+                picked.append(next(p for p in pts if p[driver] == value
                                    and all(p[k] == want[k] for k in others)))
         else:
             picked = pts[:1]

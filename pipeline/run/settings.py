@@ -99,6 +99,10 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
         if cfg["ground_truth_metric"] and cfg["ground_truth_metric"] not in present:
             raise ConfigError(f"--ground_truth_metric={cfg['ground_truth_metric']} is not a metric of {path}; "
                               f"it has: {', '.join(present) or 'none'}")
+    if "search" in cfg["stages"]:   # e.g. a latency backend that is not installed: refused now, not at the stage
+        from pipeline.latency.settings import check_latency_settings
+
+        check_latency_settings(cfg["search"])
     from pipeline.train.cli import number_of_devices
 
     for stage in ("cls", "seg"):

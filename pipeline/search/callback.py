@@ -22,7 +22,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from pipeline.distributed import rank_zero_decides
 from pipeline.models import count_flops, count_params
 from pipeline.proxies import compute_proxy, get_proxy
-from pipeline.search.report import plot_convergence, plot_pareto, summary_table, write_candidates_csv
+from pipeline.search.objective import Objective
+from pipeline.search.report import (plot_convergence, plot_pareto, summary_table, write_arch, write_candidates_csv,
+                                    write_front)
 from pipeline.search.store import Candidate, CandidateStore
 from pipeline.search.strategies import make_strategy
 from pipeline.space import ArchSpec, Limits, SearchSpace
@@ -55,12 +57,16 @@ class ArchitectureSearch(Callback):
             (the search attached to a training run probes with the data it will train on).
         probe_size: images taken from the DataModule when ``probe`` is None.
         seed: seeds the strategy; ``init_seed`` seeds every network's initialisation.
+        costs: latency and memory on the deployment target (``pipeline.latency.costs.DeviceCosts``), with
+            their limits; None: not measured.
+        objective: "score" (the best score within the limits) or "pareto" (score against latency).
     """
 
     def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "naswot",
                  proxy_options: Optional[dict[str, Any]] = None, strategy: str = "evolution",
                  strategy_options: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
-                 seed: int = 0, init_seed: int = 0, probe_size: int = 8) -> None:
+                 seed: int = 0, init_seed: int = 0, probe_size: int = 8, costs=None,
+                 objective: str = "score") -> None:
         self.space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
         self.out_dir = Path(out_dir)
         self.probe = probe
@@ -74,7 +80,12 @@ class ArchitectureSearch(Callback):
         self.space.check_limits(self.limits)
         self.seed = seed
         self.init_seed = init_seed
+        self.costs = costs
+        self.objective = Objective(objective)
+        if objective != "score" and costs is None:
+            raise ValueError(f"objective {objective!r} trades score against latency: pass costs=DeviceCosts(...)")
         self.chosen: Optional[ArchSpec] = None
+        self.latency_record: Optional[dict] = None   # the pick's latency in the search and in a fresh process
         self.candidates: list[Candidate] = []
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -113,7 +124,11 @@ class ArchitectureSearch(Callback):
         check_probe_labels(labels, self.space)
         log = self.out_dir / "candidates.jsonl"
         store = CandidateStore(log, writable=rank == 0, records=rank_zero_decides(lambda: CandidateStore.read(log)))
-        strategy = make_strategy(self.strategy_name, self.space, self.limits, self.seed, **self.strategy_options)
+        if self.costs is not None:   # rank 0 calibrates (or reads the run's predictor); all use the same
+            self.costs.use(rank_zero_decides(lambda: self._prepare_costs(trainer)))
+        strategy = make_strategy(self.strategy_name, self.space, self.limits, self.seed,
+                                 accept=self.costs.admits if self.costs is not None else None,
+                                 objective=self.objective, **self.strategy_options)
         resumed = len(store.by_spec)
         if resumed:
             rank_zero_info(f"Resuming: {resumed} candidates already scored in {store.path}")
@@ -124,16 +139,17 @@ class ArchitectureSearch(Callback):
             todo = [s for s in batch if store.get(s) is None]
             task = progress.add_task(f"generation {gen}", total=len(batch), completed=len(batch) - len(todo)) \
                 if progress else None
+            costs = self._costs(batch, store, gen, rank)
             for first in range(0, len(todo), world):
                 mine = todo[first + rank] if first + rank < len(todo) else None
-                local = [self._score(mine, gen, images, labels, device)] if mine is not None else []
+                local = [self._score(mine, gen, images, labels, device, costs.get(mine))] if mine is not None else []
                 for c in _gather(local, world):
                     store.add(c)
                 if progress:
                     progress.update(task, advance=min(world, len(todo) - first))
             scored = [store.get(s) for s in batch]
             for c in scored:
-                strategy.tell(c.spec, c.rank_value)
+                strategy.tell(c.spec, c.rank_value, c.latency_ms)
             self.candidates.extend(_with_generation(scored, gen))
             history.append(self._log_generation(trainer, gen, scored, strategy))
             if rank == 0:
@@ -149,9 +165,54 @@ class ArchitectureSearch(Callback):
             self._write_outputs(trainer, best[0], history, time.perf_counter() - start)
         return best[0]
 
+    def _prepare_costs(self, trainer: Trainer):
+        """The latency predictor, calibrated with a progress bar where the search shows one."""
+        if self.costs.predictor is not None or not self.costs.needs_predictor:   # prepared by the command
+            return self.costs.prepare(self.out_dir)
+        progress = _progress(trainer)
+        task = progress.add_task("calibrating the latency predictor (networks)", total=None) if progress else None
+        try:
+            return self.costs.prepare(self.out_dir, (lambda done, total: progress.update(
+                task, completed=done, total=total)) if progress else None)
+        finally:
+            if progress:
+                progress.stop()
+
+    def _costs(self, batch: list[ArchSpec], store: CandidateStore, gen: int, rank: int) -> dict:
+        """Latency and memory of the generation's candidates that lack them (new ones, and logged ones
+        costed under other conditions or not at all), on rank 0 alone, before any proxy of the
+        generation runs: a timing never overlaps a proxy, on this rank or another. Logged candidates
+        get their costs added to the log; new ones carry them into ``_score``."""
+        if self.costs is None:
+            return {}
+        conditions = self.costs.target.conditions
+
+        def evaluate() -> dict:
+            need = [s for s in batch if (c := store.get(s)) is None or c.latency_on != conditions
+                    or c.latency_ms is None]
+            return {s: self.costs.evaluate(s) for s in dict.fromkeys(need)}
+
+        found = rank_zero_decides(evaluate)
+        for spec, costs in found.items():
+            logged = store.get(spec)
+            if logged is not None:
+                store.add(logged.with_costs(costs))
+        return found
+
     def _score(self, spec: ArchSpec, gen: int, images: torch.Tensor, labels: torch.Tensor,
+               device: torch.device, costs=None) -> Candidate:
+        """One candidate (with its costs, if measured), unless it breaks a device limit."""
+        if costs is not None:
+            violation = self.costs.violation(costs)
+            if violation:   # the proxy is not computed for a network the device cannot take
+                return Candidate(spec, gen, math.nan, -math.inf, False, violation, count_params(spec) / 1e6,
+                                 count_flops(spec) / 1e6, 0.0).with_costs(costs)
+        c = self._proxy(spec, gen, images, labels, device)
+        return c.with_costs(costs) if costs is not None else c
+
+    def _proxy(self, spec: ArchSpec, gen: int, images: torch.Tensor, labels: torch.Tensor,
                device: torch.device) -> Candidate:
-        """One candidate; OOM retries with smaller gradient blocks, other failures are recorded."""
+        """One candidate's score; OOM retries with smaller gradient blocks, other failures are recorded."""
         options = dict(self.proxy_options)
         reason = ""
         for attempt in range(3):
@@ -183,23 +244,48 @@ class ArchitectureSearch(Callback):
                "gen_mean": sum(c.rank_value for c in valid) / len(valid) if valid else math.nan,
                "best_so_far": best[1] if best else math.nan,
                "best_params_m": count_params(best[0]) / 1e6 if best else math.nan}
+        if self.costs is not None:
+            row["best_latency_ms"] = strategy.latencies.get(best[0], math.nan) if best else math.nan
         for logger in trainer.loggers:
             logger.log_metrics({f"search/{k}": v for k, v in row.items() if k != "generation"}, step=gen)
         return row
 
     def _write_outputs(self, trainer: Trainer, best: ArchSpec, history: list[dict], seconds: float) -> None:
         out = self.out_dir
-        best.save(out / "arch.yaml")
+        record = self._latency_record(best)
+        write_arch(out / "arch.yaml", best, record)
         write_candidates_csv(self.candidates, out / "candidates.csv")
-        plot_pareto(self.candidates, best, out / "pareto.png", self.proxy)
+        by_latency = self.costs is not None and (self.costs.max_latency_ms is not None
+                                                 or self.objective.name != "score")
+        plot_pareto(self.candidates, best, out / "pareto.png", self.proxy, by_latency=by_latency,
+                    max_latency_ms=self.costs.max_latency_ms if self.costs is not None else None)
         plot_convergence(history, out / "convergence.png", self.proxy)
+        if self.objective.name == "pareto":
+            write_front(self.candidates, out / "front", self.objective)
         table = summary_table(self.candidates, best, self.proxy, seconds)
         for logger in trainer.loggers:
-            _log_to_wandb(logger, self.candidates, out, best)
+            _log_to_wandb(logger, self.candidates, out, best, record)
         from rich.console import Console
 
         Console().print(table)
+        self.latency_record = record
+        if record is not None:
+            limit = self.costs.max_latency_ms
+            if limit is not None and (record.get("fresh_process_ms") or 0) > limit:
+                rank_zero_info(f"warning: re-measured in a fresh process the pick takes {record['fresh_process_ms']:.3g} "
+                               f"ms, over --limits.max_latency_ms={limit:g} (it was {record['search_ms']:.3g} ms "
+                               f"{record['search_source']} in the search); see docs/latency.md on noise")
         rank_zero_info(f"Chosen architecture written to {out / 'arch.yaml'}")
+
+    def _latency_record(self, best: ArchSpec) -> Optional[dict]:
+        """The pick's costs in the search and again in a fresh process (None without a target)."""
+        if self.costs is None:
+            return None
+        chosen = next(c for c in reversed(self.candidates) if c.spec == best)
+        from pipeline.latency.costs import Costs
+
+        return self.costs.record(best, Costs(chosen.latency_ms, chosen.latency_source, chosen.memory_mb,
+                                             chosen.latency_on))
 
 
 def _with_generation(scored: list[Candidate], gen: int) -> list[Candidate]:
@@ -226,19 +312,22 @@ def _progress(trainer: Trainer):
     return progress
 
 
-def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec) -> None:
+def _log_to_wandb(logger, candidates: list[Candidate], out: Path, best: ArchSpec,
+                  latency: Optional[dict] = None) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):
         return
     from pipeline.tracking import handoff_artifact
 
-    columns = ["generation", "arch", "score", "rank_value", "valid", "reason", "params_m", "flops_m", "seconds"]
+    columns = ["generation", "arch", "score", "rank_value", "valid", "reason", "params_m", "flops_m", "seconds",
+               "latency_ms", "latency_source", "memory_mb"]
     data = [[c.generation, c.spec.short(), c.score, c.rank_value, c.valid, c.reason, c.params_m, c.flops_m,
-             c.seconds] for c in candidates]
+             c.seconds, c.latency_ms, c.latency_source, c.memory_mb] for c in candidates]
     logger.log_table("search/candidates", columns=columns, data=data)
     # one key per plot: images of different sizes under one key are drawn wrongly by the W&B UI
-    logger.log_image("search/pareto", [str(out / "pareto.png")], caption=["score vs params"])
+    pareto_caption = "score vs latency" if any(c.latency_ms is not None for c in candidates) else "score vs params"
+    logger.log_image("search/pareto", [str(out / "pareto.png")], caption=[pareto_caption])
     logger.log_image("search/convergence", [str(out / "convergence.png")], caption=["best score per generation"])
     logger.experiment.log_artifact(handoff_artifact("arch", logger.experiment.group, out / "arch.yaml",
-                                                    metadata=best.to_dict()))
+                                                    metadata={**best.to_dict(), **({"latency": latency} if latency else {})}))

@@ -7,6 +7,7 @@ candidate), the probe, the output folder -- is checked before the first generati
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,11 +82,53 @@ def check_proxy(cfg: dict[str, Any], space: SearchSpace, probe) -> None:
                         f"({type(e).__name__}: {e}); fix the options") from None
 
 
+DEVICE_LIMITS = ("max_latency_ms", "max_memory_mb")   # judged on the --latency target, not by the space
+
+
+def make_costs(cfg: dict[str, Any], space: SearchSpace):
+    """The candidates' costs on the ``latency`` target (None when the search does not measure them).
+
+    Checks the target (a GPU for cuda, ONNX Runtime's provider) and, on rank 0, the limits against
+    the space's smallest network, measured: a limit nothing meets is one line, in seconds. Under a
+    latency limit rank 0 then calibrates the predictor (or takes it from the cache) and checks the
+    limit against its fastest prediction, still before the search's Trainer starts.
+    """
+    from pipeline.latency.settings import latency_wanted
+
+    if not latency_wanted(cfg):
+        return None
+    from pipeline.latency.costs import DeviceCosts
+    from pipeline.latency.target import Target
+
+    limits = cfg.get("limits") or {}
+    costs = DeviceCosts(space, Target.from_settings(cfg["latency"]), method=cfg["latency"]["method"],
+                        max_latency_ms=limits.get("max_latency_ms"), max_memory_mb=limits.get("max_memory_mb"))
+    if is_rank_zero() and (costs.max_latency_ms is not None or costs.max_memory_mb is not None):
+        costs.check_feasible()
+    if is_rank_zero() and costs.max_latency_ms is not None:
+        out = Path(cfg["out_dir"]) / cfg["run_name"]
+        with _progress_bar("calibrating the latency predictor (networks)") as progress:
+            costs.prepare(out, progress, save=False)
+    return costs
+
+
+@contextmanager
+def _progress_bar(what: str):
+    """A rich progress bar for work before the search's own (``progress(done, total)``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     """Validate everything that can be checked before any work, then make the callback."""
     space = SearchSpace.load(cfg["space"])
-    limits = Limits.from_dict(cfg.get("limits"))
+    limits = Limits.from_dict({k: v for k, v in (cfg.get("limits") or {}).items() if k not in DEVICE_LIMITS})
     space.check_limits(limits)
+    costs = make_costs(cfg, space)
     try:
         probe = make_probe(cfg, space)
         check_probe_labels(probe[1], space)
@@ -97,7 +140,8 @@ def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     search = ArchitectureSearch(space, out, probe, proxy=cfg["proxy"]["name"],
                                 proxy_options=cfg["proxy"].get("options") or {}, strategy=strategy,
                                 strategy_options=cfg["strategy"][strategy], limits=limits,
-                                seed=int(cfg["seed"]), init_seed=int(cfg["proxy"].get("init_seed", 0)))
+                                seed=int(cfg["seed"]), init_seed=int(cfg["proxy"].get("init_seed", 0)),
+                                costs=costs, objective=cfg.get("objective", "score"))
     return search, out
 
 
@@ -143,6 +187,10 @@ def run(cfg: dict[str, Any]) -> int:
     trainer.fit(_NothingToTrain())
     if trainer.global_rank == 0:
         print(f"chosen architecture: {search.chosen.short()}\nwritten to: {out / 'arch.yaml'}")
+        if search.latency_record is not None:
+            from pipeline.latency.costs import latency_line
+
+            print(f"latency: {latency_line(search.latency_record)}")
     return 0
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Sequence
 
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
                              expand_run_name, parse, shipped_configs, space_file, unknown_space)
+from pipeline.latency.settings import LatencySettings, check_latency_settings
 
 DEFAULT_CONFIG = CONFIG_DIR / "search" / "demo.yaml"
 
@@ -106,19 +107,24 @@ class StrategySettings:
 
 @dataclass
 class LimitSettings:
-    """Inclusive params / FLOPs window in millions (FLOPs = multiply-adds); null = unbounded.
+    """Inclusive params / FLOPs window in millions (FLOPs = multiply-adds), and the device's limits
+    (on the --latency target); null = unbounded.
 
     Args:
         min_params: smallest parameter count (millions).
         max_params: largest parameter count (millions).
         min_flops: fewest multiply-adds per image (millions).
         max_flops: most multiply-adds per image (millions).
+        max_latency_ms: most milliseconds per forward of a batch on the --latency target.
+        max_memory_mb: most peak inference memory (MB: weights, input, live activations) there.
     """
 
     min_params: Optional[NonNegativeFloat] = None
     max_params: Optional[NonNegativeFloat] = None
     min_flops: Optional[NonNegativeFloat] = None
     max_flops: Optional[NonNegativeFloat] = None
+    max_latency_ms: Optional[PositiveFloat] = None
+    max_memory_mb: Optional[PositiveFloat] = None
 
 
 def make_parser():
@@ -129,10 +135,13 @@ def make_parser():
         prog="python -m pipeline search", exit_on_error=False,
         description="Score candidate ViTs of a search space at initialisation with a training-free proxy "
                     "(naswot by default), under params/FLOPs limits, with an evolutionary or random "
-                    "strategy, and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
+                    "strategy, optionally under latency / peak-memory limits measured on a device (--latency.*), "
+                    "and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
                     "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
                     "arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml, "
-                    "pareto.png, convergence.png. Every option can be given as --section.key=value. Shipped "
+                    "pareto.png, convergence.png (with a latency limit or objective: the pick's latency in arch.yaml, "
+                    "latency_predictor.json, and front/ for --objective=pareto; docs/latency.md). Every option can be "
+                    "given as --section.key=value. Shipped "
                     f"configs (--config NAME): {', '.join(shipped_configs('search'))}; default: demo. "
                     "Proxies: docs/proxies.md.")
     parser.add_argument("--config", action=ActionConfigFile, help="a search config file or a shipped config's name")
@@ -141,6 +150,10 @@ def make_parser():
     parser.add_argument("--seed", type=int, default=0, help="seeds the strategy: same config + seed = same pick")
     parser.add_argument("--space", type=str, default="demo", help="a preset of configs/spaces/ or a space YAML")
     parser.add_argument("--limits", type=LimitSettings, default=LimitSettings())
+    parser.add_argument("--objective", type=Literal["score", "pareto"], default="score",
+                        help="score: the best proxy score within the limits; pareto: trade score against latency "
+                             "on the --latency target (the front's knee is picked, every front member written)")
+    parser.add_argument("--latency", type=LatencySettings, default=LatencySettings())
     parser.add_argument("--proxy", type=ProxySettings, default=ProxySettings())
     parser.add_argument("--probe", type=ProbeSettings, default=ProbeSettings())
     parser.add_argument("--strategy", type=StrategySettings, default=StrategySettings())
@@ -157,6 +170,7 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     check_run_name(cfg["run_name"])
     check_limit_window(cfg["limits"])
     check_space_and_probe(cfg)
+    check_latency_settings(cfg)
     return cfg
 
 

@@ -1,14 +1,16 @@
 """Persistence of a search: every scored candidate as one JSON line, appended as it finishes.
 
 The file doubles as the resume cache: a rerun replays the (deterministic) strategy and takes
-each candidate's score from here instead of recomputing it. A line cut short by a crash is
-ignored, so killing a search at any moment loses at most the candidate being written.
+each candidate's score -- and its latency and memory on the target, when the search measures
+them -- from here instead of recomputing it. A line cut short by a crash is ignored, so killing
+a search at any moment loses at most the candidate being written. Logs written before latency
+was recorded load as they are (no latency); such candidates are costed when a search needs it.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -26,11 +28,20 @@ class Candidate:
     params_m: float
     flops_m: float
     seconds: float
+    latency_ms: Optional[float] = None   # on the target (``latency_on``), per ``latency_source``
+    latency_source: str = ""             # "predicted" or "measured"; "" = not costed
+    memory_mb: Optional[float] = None    # peak inference memory on the target
+    latency_on: str = ""                 # device/backend/batch/threads the costs hold for
 
     def to_json(self) -> str:
         d = asdict(self)
         d["spec"] = self.spec.to_dict()
         return json.dumps(d, allow_nan=True)
+
+    def with_costs(self, costs) -> "Candidate":
+        """This candidate with its costs on the target (a ``pipeline.latency.costs.Costs``)."""
+        return replace(self, latency_ms=costs.latency_ms, latency_source=costs.source,
+                       memory_mb=costs.memory_mb, latency_on=costs.conditions)
 
     @classmethod
     def from_json(cls, line: str) -> "Candidate":

@@ -7,9 +7,11 @@ resumed search replay its history from the saved scores.
 """
 from __future__ import annotations
 
+import math
 import random
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from pipeline.search.objective import Objective
 from pipeline.search.settings import EvolutionSettings
 from pipeline.space import ArchSpec, Limits, SearchSpace
 
@@ -19,44 +21,62 @@ EvolutionConfig = EvolutionSettings
 
 
 class Strategy:
-    """Base: ``generations()`` yields lists of new specs; ``tell()`` receives their scores."""
+    """Base: ``generations()`` yields lists of new specs; ``tell()`` receives their scores.
 
-    def __init__(self, space: SearchSpace, limits: Limits, seed: int) -> None:
+    ``accept(spec)`` is a further test every proposal must pass (the device's limits: predicted
+    latency); ``objective`` orders the scored candidates (parents) and picks the answer.
+    """
+
+    def __init__(self, space: SearchSpace, limits: Limits, seed: int,
+                 accept: Optional[Callable[[ArchSpec], bool]] = None, objective: Optional[Objective] = None) -> None:
         self.space = space
         self.limits = limits
         self.rng = random.Random(seed)
+        self.accept = accept or (lambda spec: True)
+        self.objective = objective or Objective("score")
         self.seen: set[ArchSpec] = set()
         self.scores: dict[ArchSpec, float] = {}   # oriented: larger is better; -inf = invalid
+        self.latencies: dict[ArchSpec, float] = {}
 
-    def _fresh_random(self) -> ArchSpec:
-        for _ in range(1000):
+    def _admits(self, spec: ArchSpec) -> bool:
+        return self.space.admits(spec, self.limits) and self.accept(spec)
+
+    def _fresh_random(self, draws: int = 20000) -> ArchSpec:
+        for _ in range(draws):
             spec = self.space.sample_within(self.rng, self.limits)
-            if spec not in self.seen:
+            if spec not in self.seen and self.accept(spec):
                 return spec
-        raise RuntimeError("the space (within the limits) seems exhausted: no unseen architecture "
-                           "after 1000 draws; lower the number of candidates")
+        raise RuntimeError(f"no unseen architecture within the limits after {draws} draws: the space (within "
+                           "the limits) seems exhausted or the window very narrow; lower the number of "
+                           "candidates or widen the limits")
 
     def _take(self, spec: ArchSpec, batch: list[ArchSpec]) -> None:
         self.seen.add(spec)
         batch.append(spec)
 
-    def tell(self, spec: ArchSpec, score: float) -> None:
+    def tell(self, spec: ArchSpec, score: float, latency_ms: Optional[float] = None) -> None:
         self.scores[spec] = score
+        self.latencies[spec] = math.nan if latency_ms is None else latency_ms
 
     def generations(self) -> Iterator[list[ArchSpec]]:
         raise NotImplementedError
 
+    def ranked(self) -> list[ArchSpec]:
+        """Valid candidates, best first under the objective."""
+        return self.objective.order(self.scores, self.latencies)
+
     def best(self) -> Optional[tuple[ArchSpec, float]]:
-        valid = [(s, v) for s, v in self.scores.items() if v > float("-inf")]
-        return max(valid, key=lambda sv: sv[1]) if valid else None
+        """The objective's pick and its score."""
+        pick = self.objective.pick(self.scores, self.latencies)
+        return (pick, self.scores[pick]) if pick is not None else None
 
 
 class RandomSearch(Strategy):
     """TF-TAS style: score ``samples`` random architectures within the limits, keep the best."""
 
     def __init__(self, space: SearchSpace, limits: Limits, seed: int, samples: int = 1000,
-                 per_generation: int = 50) -> None:
-        super().__init__(space, limits, seed)
+                 per_generation: int = 50, **kwargs) -> None:
+        super().__init__(space, limits, seed, **kwargs)
         self.samples = samples
         self.per_generation = per_generation
 
@@ -74,19 +94,19 @@ class EvolutionSearch(Strategy):
     """AutoFormer's evolution: a random first population, then per generation mutations and
     crossovers of the top ``parents`` so far, topped up with random architectures."""
 
-    def __init__(self, space: SearchSpace, limits: Limits, seed: int, config: Optional[EvolutionConfig] = None) -> None:
-        super().__init__(space, limits, seed)
+    def __init__(self, space: SearchSpace, limits: Limits, seed: int, config: Optional[EvolutionConfig] = None,
+                 **kwargs) -> None:
+        super().__init__(space, limits, seed, **kwargs)
         self.cfg = config or EvolutionConfig()
 
     def _parents(self) -> list[ArchSpec]:
-        ranked = sorted(self.scores.items(), key=lambda sv: -sv[1])
-        return [s for s, v in ranked[: self.cfg.parents] if v > float("-inf")]
+        return self.ranked()[: self.cfg.parents]
 
     def _offspring(self, make, count: int, batch: list[ArchSpec]) -> None:
         for _ in range(count):
             for _ in range(self.cfg.max_tries):
                 child = make()
-                if child not in self.seen and self.space.admits(child, self.limits):
+                if child not in self.seen and self._admits(child):
                     self._take(child, batch)
                     break
 
@@ -105,9 +125,11 @@ class EvolutionSearch(Strategy):
             yield batch
 
 
-def make_strategy(name: str, space: SearchSpace, limits: Limits, seed: int, **options) -> Strategy:
+def make_strategy(name: str, space: SearchSpace, limits: Limits, seed: int,
+                  accept: Optional[Callable[[ArchSpec], bool]] = None, objective: Optional[Objective] = None,
+                  **options) -> Strategy:
     if name == "evolution":
-        return EvolutionSearch(space, limits, seed, EvolutionConfig(**options))
+        return EvolutionSearch(space, limits, seed, EvolutionConfig(**options), accept=accept, objective=objective)
     if name == "random":
-        return RandomSearch(space, limits, seed, **options)
+        return RandomSearch(space, limits, seed, accept=accept, objective=objective, **options)
     raise ValueError(f"unknown strategy {name!r}; use 'evolution' or 'random'")

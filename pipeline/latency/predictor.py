@@ -1,0 +1,146 @@
+"""A per-device latency predictor: a network's latency as the sum of its parts' latencies.
+
+nn-Meter's observation (kernel-level prediction, MobiSys 2021) carried to ViT spaces: a ViT runs
+its blocks one after another, so its latency is close to the latency of its "rest" (patch
+embedding, position and class token, PiT's pooling layers, final norm and head, and the
+backend's per-call overhead) plus that of each block, and a block's latency is set by its type:
+width, heads, MLP hidden width and token count (its stage, in PiT). A space has few block
+types (12 in AutoFormer-T, 27 in AutoFormer-S), so each is measured once on the target.
+
+A block is not timed alone: alone, its weights stay in the processor's cache between repeats
+and the call overhead of the backend counts once per block, both unlike inside a network. Each
+type is timed inside a network instead, by difference, like this (ViT, embed dim E)::
+
+    A_E      = rest_E + 1 block of the space's smallest type        (one network per E)
+    B_E,type = A_E + K blocks of `type`                               (one network per type)
+    block(type) = (B - A) / K,      rest_E = A_E - block(smallest)
+
+with K the space's largest depth less one, so that B is as large as the space's largest
+networks and streams its weights from memory as they do. The networks of one E are measured
+together, interleaved, so that load drifts cancel in the difference. PiT's rest depends on the
+heads of every stage (its pooling layers join two stage widths), so it has one A per
+combination. The equations are solved by least squares (exactly determined here); the design
+and the check of its rank are in ``calibration_groups`` and ``LatencyPredictor.fit``.
+
+Accuracy is judged on networks that were not measured for the fit (``benchmarks/latency.py``,
+docs/latency.md).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from pipeline.latency.cache import MeasurementCache
+from pipeline.latency.target import Target
+from pipeline.space.space import SearchSpace
+from pipeline.space.spec import ArchSpec
+
+
+def parts(spec: ArchSpec) -> list[str]:
+    """The named parts whose latencies add up to ``spec``'s: its rest, then one entry per block."""
+    if spec.family == "vit":
+        rest = f"rest E{spec.embed_dim}"
+        blocks = [f"block E{spec.embed_dim} H{h} M{m:g}" for h, m in zip(spec.num_heads, spec.mlp_ratio)]
+        return [rest, *blocks]
+    starts = [sum(spec.stage_depths[:s]) for s in range(len(spec.stage_depths))]
+    rest = f"rest E{spec.embed_dim} H{'-'.join(str(spec.num_heads[i]) for i in starts)}"
+    blocks = [f"block S{spec.stage_of(i)} E{spec.embed_dim} H{h} M{m:g}"
+              for i, (h, m) in enumerate(zip(spec.num_heads, spec.mlp_ratio))]
+    return [rest, *blocks]
+
+
+def _extra_blocks(space: SearchSpace, stage: int) -> int:
+    """K: blocks added to measure a type, so a B network is as deep as the space's deepest stage."""
+    return max(2, max(space.stage_depths[stage]) - 1)
+
+
+def calibration_groups(space: SearchSpace) -> list[list[ArchSpec]]:
+    """The networks measured to calibrate ``space``, in groups measured together (interleaved).
+
+    Every group holds an anchor A and the B networks whose differences to it give block types.
+    """
+    heads, mlps = space.num_heads.values, space.mlp_ratio.values
+    h0, m0 = min(heads), min(mlps)
+    stages = len(space.stage_depths)
+    groups: list[list[ArchSpec]] = []
+    for embed in space.embed_dim:
+        if space.family == "vit":
+            anchor = space.make_spec(embed, [1], [h0], [m0])
+            k = _extra_blocks(space, 0)
+            groups.append([anchor] + [space.make_spec(embed, [1 + k], [h0] + [h] * k, [m0] + [m] * k)
+                                      for h, m in itertools.product(heads, mlps)])
+            continue
+        # PiT: one anchor per combination of stage heads (the rest differs), B networks per stage.
+        combos = ([(h,) * stages for h in heads] if space.num_heads.per == "global"
+                  else list(itertools.product(heads, repeat=stages)))
+        for h in heads:
+            anchor = space.make_spec(embed, [1] * stages, [h] * stages, [m0] * stages)
+            group = [anchor]
+            for s, m in itertools.product(range(stages), mlps):
+                k = _extra_blocks(space, s)
+                depths = [1 + k if t == s else 1 for t in range(stages)]
+                layer_mlps = [m0] * (s + 1) + [m] * k + [m0] * (stages - s - 1)
+                group.append(space.make_spec(embed, depths, [h] * sum(depths), layer_mlps))
+            group += [space.make_spec(embed, [1] * stages, list(c), [m0] * stages)
+                      for c in combos if c[0] == h and len(set(c)) > 1]
+            groups.append(group)
+    return groups
+
+
+@dataclass
+class LatencyPredictor:
+    """Milliseconds per part on one target; ``predict(spec)`` sums a network's parts."""
+
+    target: dict
+    space: str
+    parts: dict[str, float]
+
+    def predict(self, spec: ArchSpec) -> float:
+        try:
+            return sum(self.parts[p] for p in parts(spec))
+        except KeyError as e:
+            raise ValueError(f"{spec.short()} has a part ({e.args[0]}) the predictor of space {self.space!r} "
+                             "was not calibrated for") from None
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "space": self.space, "parts": self.parts}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatencyPredictor":
+        return cls(d["target"], d["space"], {k: float(v) for k, v in d["parts"].items()})
+
+    @classmethod
+    def fit(cls, target: Target, space: str, measured: Sequence[tuple[ArchSpec, float]]) -> "LatencyPredictor":
+        """Part latencies that best explain the measured networks (least squares)."""
+        import numpy as np
+
+        names = sorted({p for spec, _ in measured for p in parts(spec)})
+        index = {n: i for i, n in enumerate(names)}
+        design = np.zeros((len(measured), len(names)))
+        for row, (spec, _) in enumerate(measured):
+            for p in parts(spec):
+                design[row, index[p]] += 1
+        if np.linalg.matrix_rank(design) < len(names):
+            raise ValueError("the calibration networks do not determine every part's latency")
+        solution, *_ = np.linalg.lstsq(design, np.array([ms for _, ms in measured]), rcond=None)
+        return cls(target.predictor_key(), space, {n: float(v) for n, v in zip(names, solution)})
+
+    @classmethod
+    def calibrate(cls, space: SearchSpace, target: Target, cache: Optional[MeasurementCache] = None,
+                  progress: Optional[Callable[[int, int], None]] = None) -> "LatencyPredictor":
+        """Measure what the cache lacks (a group at a time, interleaved), then fit."""
+        from pipeline.latency.measure import measure_latency
+
+        cache = cache or MeasurementCache(target)
+        groups = calibration_groups(space)
+        total = sum(len(g) for g in groups)
+        done = 0
+        for group in groups:
+            if any(cache.get(spec) is None for spec in group):   # a group is measured whole: its
+                cache.put(measure_latency({s: s for s in group}, target))  # differences share the load
+            done += len(group)
+            if progress is not None:
+                progress(done, total)
+        measured = [(spec, target.latency(cache.get(spec))) for group in groups for spec in group]
+        return cls.fit(target, space.name, measured)
