@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
     "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main", None),
     "correlate": ("rank architectures with training-free proxies against a ground-truth file",
                   "pipeline.correlate.command:run", "pipeline.correlate.settings:parse_config"),
+    "groundtruth": ("train sampled architectures of a space on your data: a ground-truth file for correlate",
+                    "pipeline.groundtruth.command:run", "pipeline.groundtruth.settings:parse_config"),
     "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run.command:run",
             "pipeline.run.settings:parse_config"),
 }

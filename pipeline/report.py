@@ -141,6 +141,29 @@ def _seg_section(run_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def _ground_truth_section(run_dir: Path) -> list[str]:
+    """Where the pick stands on the run's ``ground_truth`` file (``pipeline run --ground_truth=FILE``)."""
+    import yaml
+
+    from pipeline.groundtruth import load_ground_truth
+    from pipeline.groundtruth.standing import standing, standing_lines
+    from pipeline.space import Limits
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    pick = ArchSpec.load(run_dir / "search" / "arch.yaml")
+    entries = load_ground_truth(cfg["ground_truth"])
+    metric = cfg.get("ground_truth_metric") or next(iter(entries[0].metrics), "top1")
+    s = standing(entries, pick, Limits.from_dict((cfg.get("search") or {}).get("limits")), metric)
+    return ["## The pick against the largest that fits", "", *standing_lines(s, pick, cfg["ground_truth"])]
+
+
+def _wants_ground_truth(run_dir: Path) -> bool:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return path.is_file() and bool((yaml.safe_load(path.read_text()) or {}).get("ground_truth"))
+
+
 def write_report(run_dir: Path) -> Path:
     """(Re)write ``run_dir/report.md`` from whatever stages have finished."""
     run_dir = Path(run_dir)
@@ -151,6 +174,8 @@ def write_report(run_dir: Path) -> Path:
         lines += ["Stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) + ".", ""]
     if (run_dir / "search" / "arch.yaml").is_file():
         lines += _search_section(run_dir)
+    if (run_dir / "search" / "arch.yaml").is_file() and _wants_ground_truth(run_dir):
+        lines += _ground_truth_section(run_dir)
     if (run_dir / "cls").is_dir():
         lines += _cls_section(run_dir)
     if (run_dir / "seg").is_dir():

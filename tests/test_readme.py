@@ -20,7 +20,7 @@ from conftest import REPO, dev_benchmark, run_cli
 
 SHRINK = {
     "search": ["--strategy.name=random", "--strategy.random.samples=2",
-               "--latency.statistic=min", "--latency.min_seconds=0.2"],   # step 6 times networks on a busy box
+               "--latency.statistic=min", "--latency.min_seconds=0.2"],   # step 7 times networks on a busy box
     "train --task cls": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"],
     "train --task seg": ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--data.batch_size=2",
                          "--eval.log_images=1"],
@@ -28,6 +28,8 @@ SHRINK = {
             "--cls.trainer.limit_train_batches=2", "--cls.trainer.limit_val_batches=1", "--seg.trainer.max_steps=2",
             "--seg.trainer.val_check_interval=2", "--seg.data.batch_size=2"],
     "correlate": ["--limit=2"],
+    "groundtruth": ["--num_archs=2", "--seed_subset=0", "--bands=1", "--train_args=[--trainer.max_epochs=1, "
+                    "--trainer.limit_train_batches=2, --trainer.limit_val_batches=1, --trainer.num_sanity_val_steps=0]"],
 }
 
 
@@ -71,7 +73,7 @@ def test_every_readme_command_runs(tmp_path):
             assert done.returncode == 0, (command, done.stderr[-3000:])
     out = tmp_path / "checkpoints"
     for written in ("search-demo/arch.yaml", "cls-demo/model.pt", "seg-demo/metrics.json",
-                    "run-demo/report.md", "search-autoformer_tiny/arch.yaml"):
+                    "run-demo/report.md", "search-autoformer_tiny/arch.yaml", "groundtruth-demo/groundtruth.jsonl"):
         assert (out / written).is_file(), written
     assert list(Path(out / "correlate").rglob("summary.md"))
     # the README's lines that load the exported models run as shown, in the same folder

@@ -35,7 +35,13 @@ SHORTEN = {
                "--latency.min_seconds=0.2", "--latency.statistic=min"],
     "train": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
               "--wandb.mode=disabled"],
+    "groundtruth": ["--num_archs=2", "--seed_subset=0", "--bands=1", "--wandb.mode=disabled",
+                    "--train_args=[--trainer.max_epochs=1, --trainer.limit_train_batches=2, "
+                    "--trainer.limit_val_batches=1, --trainer.num_sanity_val_steps=0]"],
 }
+# Commands whose sweep runs share one folder (their workers split its items): they take the run id
+# in nothing, every other sweep gives each run a folder of its own.
+SHARED_FOLDER = {"groundtruth"}
 # Commands still being moved to jsonargparse (issue 11): their run is expected to fail until then.
 
 
@@ -173,7 +179,10 @@ def test_every_point_parses_to_the_sweeps_values(path, params, monkeypatch, tmp_
     for key, value in params.items():
         got = _get(cfg, key)
         assert got == _expected(value) and type(got) is type(_expected(value)), (key, got, value)
-    assert cfg["run_name"].endswith("-pt1"), "one folder per run: {wandb_run_id} is the agent's run id"
+    if command in SHARED_FOLDER:
+        assert "{wandb_run_id}" not in " ".join(argv) and cfg["run_name"] == "groundtruth-sweep"
+    else:
+        assert cfg["run_name"].endswith("-pt1"), "one folder per run: {wandb_run_id} is the agent's run id"
 
 
 def _runs():
@@ -209,6 +218,8 @@ def test_runs_cover_every_value_of_every_parameter():
             continue
         ran = [params for p, params in (c.values for c in _runs()) if p == path]
         for key, spec in sweep["parameters"].items():
+            if key == "worker":   # a name only (groundtruth's agents): each value is parsed above, one runs
+                continue
             assert {str(r[key]) for r in ran} == {str(v) for v in spec["values"]}, key
 
 
@@ -223,8 +234,11 @@ def test_agent_command_runs(path, params, monkeypatch, tmp_path):
     done = subprocess.run([*argv, *SHORTEN[command], f"--out_dir={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = out.glob("*-agentrun1")
+    (run_dir,) = out.glob("groundtruth-sweep" if command in SHARED_FOLDER else "*-agentrun1")
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if command == "groundtruth":
+        rows = [yaml.safe_load(line) for line in (run_dir / "groundtruth.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and {r["worker"] for r in rows} == {params["worker"]}
     if command == "search":
         assert (run_dir / "arch.yaml").is_file()
         assert saved["strategy"]["evolution"]["population"] == 2, "later arguments win over the agent's"

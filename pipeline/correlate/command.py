@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 from pipeline.config import save_config
 from pipeline.correlate.plan import Plan, prepare
-from pipeline.correlate.report import print_summary, write_plots, write_summary
+from pipeline.correlate.report import noise_ceiling_line, print_summary, write_plots, write_summary
 from pipeline.correlate.scores import CONFIG_NAME, SCORES_NAME, check_resume, compute_scores, read_scores
 from pipeline.correlate.settings import parse_config
 from pipeline.correlate.statistics import mean_regret, rank_populations, regret_table, summarize_scores
@@ -78,6 +78,8 @@ def score_and_report(plan: Plan, console: Any, err_console: Any) -> list[dict[st
     summary = summarize_scores(plan, ranked, mean_regret(regret))
     write_summary(plan, summary, regret)
     print_summary(plan, summary, regret, console)
+    if noise_ceiling_line(plan):
+        console.print(noise_ceiling_line(plan))
     invalid = {s["proxy"]: s["n_invalid"] for s in summary if s["n_invalid"]}
     if invalid:
         console.print(f"invalid scores (kept in scores.csv, left out of the statistics): {invalid}")

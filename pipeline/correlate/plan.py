@@ -33,6 +33,8 @@ class Plan:
     budgets: list[float] = field(default_factory=list)  # params budgets (millions) of the regret
     budget_source: str = ""                  # where the budgets come from (said in summary.md)
     probes: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # image size -> (images, labels)
+    # metric -> (tau between two training seeds, architectures, the seeds), for files that carry seeds
+    noise_ceiling: dict[str, tuple[float, int, tuple[int, int]]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -99,7 +101,7 @@ def resolve_device(name: Any) -> str:
 
 def prepare(cfg: dict[str, Any]) -> Plan:
     """Validate the config, load and select the ground truth, build the probe batches."""
-    from pipeline.groundtruth import load_ground_truth, load_split, override_specs, select_half
+    from pipeline.groundtruth import load_ground_truth, load_split, override_specs, seed_agreement, select_half
 
     cfg = dict(cfg)
     gt_path = Path(cfg["ground_truth"])
@@ -170,6 +172,8 @@ def prepare(cfg: dict[str, Any]) -> Plan:
     else:
         plan.budgets = default_budgets([count_params(e.spec) / 1e6 for e in selected])
         plan.budget_source = "the 25/50/75/100 % quantiles of the scored architectures' params"
+    if any(e.seeds for e in selected):
+        plan.noise_ceiling = {m: seed_agreement(selected, m) for m in metrics}
     plan.probes = _probe_batches(plan)
     return plan
 

@@ -81,6 +81,16 @@ def regret_tables(plan: Plan, regret: list[dict[str, Any]]) -> dict[str, tuple[l
     return out
 
 
+def noise_ceiling_line(plan: Plan) -> str:
+    """The file's own noise ceiling, when its architectures were trained with several seeds."""
+    parts = [f"`{m}` tau {_fmt(tau, 3)} between seeds {a} and {b} over {n} architectures"
+             for m, (tau, n, (a, b)) in plan.noise_ceiling.items() if n]
+    if not parts:
+        return ""
+    return ("Noise ceiling (how well a second training run ranks the same architectures; no proxy can be "
+            "expected to rank better): " + "; ".join(parts) + ". Metrics are the mean over seeds.")
+
+
 def _selection_line(plan: Plan) -> str:
     if plan.split == "tune":
         what = f"tune half of the file ({plan.split_path.name}): in-sample for anything chosen on it"
@@ -92,7 +102,8 @@ def _selection_line(plan: Plan) -> str:
     extra = f", limited to {limit} by a shuffle with seed {plan.cfg['seed']}" if limit else ""
     overrides = plan.cfg["arch_overrides"]
     return (f"Architectures: {len(plan.entries)} of the {what}{extra}."
-            + (f" Spec overrides applied to every architecture: {overrides}." if overrides else ""))
+            + (f" Spec overrides applied to every architecture: {overrides}." if overrides else "")
+            + (f" {noise_ceiling_line(plan)}" if plan.noise_ceiling else ""))
 
 
 def population_line(plan: Plan, summary: list[dict[str, Any]]) -> str:

@@ -8,7 +8,7 @@ stage is a config file of that command (a path relative to the run config) or a 
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from pipeline.distributed import under_launcher
 from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name,
@@ -63,6 +63,12 @@ def make_parser():
     for stage in ("cls", "seg"):
         parser.add_argument(f"--{stage}", action=ActionParser(parser=stage_parser(stage)),
                             help=f"the {stage} training stage: a train config or its keys")
+    parser.add_argument("--ground_truth", type=Optional[str], default=None,
+                        help="a ground-truth file of the search's space (e.g. written by `pipeline groundtruth`): "
+                             "report.md then says where the search's pick stands against the best and the largest "
+                             "networks of that file that fit the search's limits")
+    parser.add_argument("--ground_truth_metric", type=Optional[str], default=None,
+                        help="the file's metric column for that comparison (null = its first)")
     add_wandb_arguments(parser)
     return parser
 
@@ -84,6 +90,15 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     if not cfg["stages"]:
         raise ConfigError("--stages: name at least one of [search, cls, seg], e.g. --stages=[search,cls]")
     cfg["stages"] = [s for s in STAGES if s in cfg["stages"]]
+    if cfg["ground_truth"]:
+        from pipeline.correlate.settings import metric_columns, resolve_input
+
+        path = resolve_input(cfg["ground_truth"], "--ground_truth:")
+        cfg["ground_truth"] = str(path)
+        present = metric_columns(path) or []
+        if cfg["ground_truth_metric"] and cfg["ground_truth_metric"] not in present:
+            raise ConfigError(f"--ground_truth_metric={cfg['ground_truth_metric']} is not a metric of {path}; "
+                              f"it has: {', '.join(present) or 'none'}")
     if "search" in cfg["stages"]:   # e.g. a latency backend that is not installed: refused now, not at the stage
         from pipeline.latency.settings import check_latency_settings
 

@@ -177,11 +177,15 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
 def check_space_and_probe(cfg: dict[str, Any]) -> None:
     """The space names a preset or a file (as ``SearchSpace.load`` resolves it) and a folder probe
     has its root: refused here, before torch loads, rather than after."""
-    space = str(cfg["space"])
-    if space_file(space) is None:
-        raise ConfigError(f"--space: {unknown_space(space)}")
+    check_space(cfg["space"])
     if cfg["probe"]["source"] == "folder" and not cfg["probe"].get("root"):
         raise ConfigError("probe.source=folder needs --probe.root=/path/to/dataset (root/train/<class>/*)")
+
+
+def check_space(space: Any) -> None:
+    """``--space`` names a preset or a space YAML file (as ``SearchSpace.load`` resolves it)."""
+    if space_file(str(space)) is None:
+        raise ConfigError(f"--space: {unknown_space(str(space))}")
 
 
 def check_limit_window(limits: dict[str, Any]) -> None:

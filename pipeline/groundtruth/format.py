@@ -10,7 +10,12 @@ Two formats are read:
       {"arch": {...ArchSpec fields...}, "space": "autoformer_tiny", "metrics": {"top1": 75.3}}
 
   ``arch`` holds every :class:`ArchSpec` field (head_dim, rel_pos, num_classes, img_size, ...),
-  so any space, including user-defined ones, can be expressed.
+  so any space, including user-defined ones, can be expressed. A line may also carry ``id`` (the
+  architecture's key), ``seed`` (the training seed: ``python -m pipeline groundtruth`` writes one
+  line per architecture and seed), ``params_m``, ``flops_m``, ``wall_s`` and ``reported``.
+  Lines of one ``id`` with different seeds are one architecture: its metrics are the mean over
+  seeds, and the per-seed values stay in ``Entry.seeds`` (the file's own noise ceiling:
+  :func:`seed_agreement`).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Entry:
     spec: ArchSpec
     metrics: dict[str, float] = field(default_factory=dict)
     reported: dict[str, float] = field(default_factory=dict)  # e.g. params/FLOPs as published
+    seeds: dict[int, dict[str, float]] = field(default_factory=dict)  # per training seed, when the file has them
 
 
 def _from_net_setting(key: str, item: dict[str, Any], space: SearchSpace) -> Entry:
@@ -64,6 +70,27 @@ def load_ground_truth(path: str | Path, space: Optional[str] = None) -> list[Ent
                                     "OoD-ViT-NAS benchmark format or JSON lines with 'arch'")
                 entries.append(_from_net_setting(str(key), item, sp))
             return entries
+    grouped: dict[str, list[tuple[int, dict[str, Any], ArchSpec]]] = {}
+    spaces: dict[str, SearchSpace] = {}
+    for n, row, spec in _json_lines(path, text):
+        if row.get("space"):
+            name = str(row["space"])
+            if name not in spaces:
+                spaces[name] = SearchSpace.load(name)
+            spaces[name].validate(spec)
+        key = str(row.get("id", n))
+        if key in grouped and "seed" not in row:
+            entries.append(_entry(key, [(n, row, spec)]))   # a duplicate key without seeds: refused downstream
+            continue
+        grouped.setdefault(key, []).append((n, row, spec))
+    try:
+        return [_entry(key, rows) for key, rows in grouped.items()] + entries
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None
+
+
+def _json_lines(path: Path, text: str):
+    """(line number, row, spec) of every non-empty line; a malformed one is an error naming its line."""
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -72,11 +99,49 @@ def load_ground_truth(path: str | Path, space: Optional[str] = None) -> list[Ent
             spec = ArchSpec.from_dict(row["arch"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise SpecError(f"{path}:{n}: expected {{\"arch\": {{...}}, \"metrics\": {{...}}}}: {e}") from e
-        if row.get("space"):
-            SearchSpace.load(row["space"]).validate(spec)
-        entries.append(Entry(str(row.get("id", n)), spec, {k: float(v) for k, v in row.get("metrics", {}).items()},
-                             {k: float(v) for k, v in row.get("reported", {}).items()}))
-    return entries
+        yield n, row, spec
+
+
+def _entry(key: str, rows: list[tuple[int, dict[str, Any], ArchSpec]]) -> Entry:
+    """One architecture from its line(s): one line as it is, several seeds averaged per metric."""
+    n, row, spec = rows[0]
+    reported = {k: float(v) for k, v in row.get("reported", {}).items()}
+    if len(rows) == 1 and "seed" not in row:
+        return Entry(key, spec, {k: float(v) for k, v in row.get("metrics", {}).items()}, reported)
+    seeds: dict[int, dict[str, float]] = {}
+    for n, r, s in rows:
+        if s != spec:
+            raise SpecError(f"line {n}: id {key!r} names another architecture than line {rows[0][0]}")
+        seed = r.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise SpecError(f"line {n}: id {key!r} appears on several lines, so each needs an integer 'seed'")
+        if seed in seeds:
+            raise SpecError(f"line {n}: id {key!r} with seed {seed} appears twice")
+        seeds[seed] = {k: float(v) for k, v in r.get("metrics", {}).items()}
+    names = [m for m in dict.fromkeys(m for v in seeds.values() for m in v) if all(m in v for v in seeds.values())]
+    metrics = {m: sum(v[m] for v in seeds.values()) / len(seeds) for m in names}
+    return Entry(key, spec, metrics, reported, dict(sorted(seeds.items())))
+
+
+def seed_agreement(entries: list[Entry], metric: str) -> tuple[float, int, tuple[int, int]]:
+    """The file's own noise ceiling: Kendall tau between the two lowest training seeds that at least
+    three architectures share, over those architectures: (tau, n, (seed a, seed b)); nan when none.
+
+    A proxy cannot rank the file's architectures better than a second training run does.
+    """
+    import math
+    from collections import Counter
+
+    from pipeline.metrics import kendall_tau
+
+    counts = Counter(s for e in entries for s, v in e.seeds.items() if metric in v)
+    common = sorted(s for s, c in counts.items() if c >= 3)
+    if len(common) < 2:
+        return math.nan, 0, (-1, -1)
+    a, b = common[:2]
+    pairs = [(e.seeds[a][metric], e.seeds[b][metric]) for e in entries
+             if metric in e.seeds.get(a, {}) and metric in e.seeds.get(b, {})]
+    return kendall_tau([p[0] for p in pairs], [p[1] for p in pairs]), len(pairs), (a, b)
 
 
 # ------------------------------------------------------------------ tune / test halves
