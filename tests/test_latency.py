@@ -21,9 +21,9 @@ from lightning.pytorch import Trainer
 
 from conftest import run_cli
 from pipeline.latency import measure as measure_module
-from pipeline.latency.cache import MeasurementCache
+from pipeline.latency.cache import FORMAT, MeasurementCache
 from pipeline.latency.costs import DeviceCosts
-from pipeline.latency.measure import Timing, time_interleaved
+from pipeline.latency.measure import TURN_TIMED, TURN_WARM, Timing, time_interleaved
 from pipeline.latency.memory import LiveTensorMemory, peak_memory_mb
 from pipeline.latency.predictor import LatencyPredictor, calibration_groups, parts
 from pipeline.latency.target import Target
@@ -44,9 +44,11 @@ def test_interleaved_timing_rotates_the_order_and_leaves_out_the_warmup():
     calls: list[str] = []
     runs = {k: (lambda k=k: calls.append(k)) for k in "abc"}
     timings = time_interleaved(runs, warmup=2, repeats=3)
-    # each round starts one further on; a turn is an untimed call (caches warm again) then a timed one
-    assert calls == list("aabbcc" "bbccaa" "ccaabb" "aabbcc" "bbccaa")
-    assert all(t.rounds == 3 for t in timings.values())
+    # each round starts one further on; a turn is TURN_WARM untimed calls (caches warm again), then
+    # TURN_TIMED timed ones
+    turn = TURN_WARM + TURN_TIMED
+    assert calls == [k * 1 for order in ("abc", "bca", "cab", "abc", "bca") for k in order for _ in range(turn)]
+    assert all(t.rounds == 3 * TURN_TIMED for t in timings.values())
 
 
 def test_a_turn_times_the_network_with_its_caches_warm():
@@ -190,7 +192,7 @@ def test_calibration_is_cached_per_target(monkeypatch, tmp_path):
     path = MeasurementCache(FAST, tmp_path).path
     path.write_text("{cut sh")
     LatencyPredictor.calibrate(space, FAST, MeasurementCache(FAST, tmp_path))
-    assert counter["networks"] == 4 * networks and json.loads(path.read_text())["format"] == 2
+    assert counter["networks"] == 4 * networks and json.loads(path.read_text())["format"] == FORMAT
 
 
 def test_real_calibration_runs_and_is_reused(monkeypatch, tmp_path):

@@ -2,11 +2,12 @@
 
 Several networks measured together take turns, in an order that rotates from round to round,
 so a change in the machine's load during the measurement hits them all alike instead of biasing
-whichever ran at that moment. In its turn a network runs one untimed forward before the timed
-one: the other networks' turns have evicted its weights from the processor's caches, and a
-network deployed alone (or re-measured alone in a fresh process) runs with them cached. Timing
-the first forward of each turn made every in-process measurement of the demo space 15% slower
-than the same network's fresh-process measurement (benchmarks/latency.py, docs/latency.md). Threads (and cores, if asked) are pinned
+whichever ran at that moment. In its turn a network runs a short burst of forwards (``TURN_WARM`` untimed, then ``TURN_TIMED``
+timed): the other networks' turns have evicted its weights and code paths from the processor's
+caches, and a network deployed alone (or re-measured alone in a fresh process) runs with them
+warm. Timing each network's first forward after another's made in-process calibrations of the
+demo space 10-23% slower than fresh-process measurements of the same networks, and one untimed
+forward per turn was not enough; with bursts of 3 + 5 they agree within 3% (docs/latency.md). Threads (and cores, if asked) are pinned
 for the duration (``pinned``). The median of the timed rounds is the latency; the interquartile
 range over the median says how noisy it was.
 
@@ -33,6 +34,7 @@ K = TypeVar("K", bound=Hashable)
 
 
 CLOCKS = ("wall", "cpu")
+TURN_WARM, TURN_TIMED = 3, 5   # forwards per turn when networks are interleaved: untimed, then timed
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
     """Time every run ``warmup`` + ``repeats`` times, one turn of each per round (order rotating),
     and keep adding timed rounds (up to ``max_rounds``) until they took ``min_seconds``: fast
     networks are then timed over a window long enough that a burst of other work moves the
-    median little. With several runs, each turn is an untimed call (caches warm again) and a timed one."""
+    median little. With several runs, a turn is ``TURN_WARM`` untimed calls (caches warm again) and
+    ``TURN_TIMED`` timed ones; ``rounds`` in the result counts timed calls."""
     keys = list(runs)
+    warm, timed = (TURN_WARM, TURN_TIMED) if len(keys) > 1 else (0, 1)
     wall: dict[K, list[float]] = {k: [] for k in keys}
     cpu: dict[K, list[float]] = {k: [] for k in keys}
     timed_seconds, r = 0.0, 0
@@ -93,14 +97,15 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
         shift = r % len(keys)
         round_start = time.perf_counter()
         for k in keys[shift:] + keys[:shift]:
-            if len(keys) > 1:
+            for _ in range(warm):
                 runs[k]()   # re-warm the caches the other networks' turns evicted (untimed)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            runs[k]()
-            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-            if r >= warmup:
-                wall[k].append(elapsed)
-                cpu[k].append(elapsed_cpu)
+            for _ in range(timed):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                runs[k]()
+                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                if r >= warmup:
+                    wall[k].append(elapsed)
+                    cpu[k].append(elapsed_cpu)
         if r >= warmup:
             timed_seconds += time.perf_counter() - round_start
         r += 1
