@@ -70,7 +70,7 @@ def networks(out: Path, threads: int) -> dict[str, ArchSpec]:
     import yaml
 
     cfg = yaml.safe_load((REPO / "configs/search/demo.yaml").read_text())
-    space, limits = SearchSpace.load(cfg["space"]), Limits.from_dict(cfg["limits"])
+    space, limits = SearchSpace.load(cfg["space"]), Limits.of_space(cfg["limits"])
     if not (out / "search" / "arch.yaml").is_file():
         pipeline("search", f"--out_dir={out}", "--run_name=search", "--wandb.mode=disabled", threads=threads)
     nets = {"pick": ArchSpec.load(out / "search" / "arch.yaml"), "largest": largest_that_fits(space, limits)}

@@ -153,7 +153,7 @@ def _ground_truth_section(run_dir: Path) -> list[str]:
     pick = ArchSpec.load(run_dir / "search" / "arch.yaml")
     entries = load_ground_truth(cfg["ground_truth"])
     metric = cfg.get("ground_truth_metric") or next(iter(entries[0].metrics), "top1")
-    s = standing(entries, pick, Limits.from_dict((cfg.get("search") or {}).get("limits")), metric)
+    s = standing(entries, pick, Limits.of_space((cfg.get("search") or {}).get("limits")), metric)
     return ["## The pick against the largest that fits", "", *standing_lines(s, pick, cfg["ground_truth"])]
 
 

@@ -139,6 +139,7 @@ def test_a_claim_is_free_once_its_worker_is_gone_or_its_lease_ran_out(tmp_path):
     (["--seeds=[]"], "--seeds"),
     (["--limits.max_params=0.0001"], "infeasible limits for space 'demo'"),
     (["--train_args=[--trainer.bogus_key=1]"], "bogus_key"),
+    (["--limits.max_latency_ms=5"], "--limits.max_latency_ms: groundtruth samples within params/FLOPs limits only"),
 ])
 def test_bad_input_is_one_line_before_any_work(tmp_path, args, message):
     r = run_cli(*gt_args(tmp_path, "bad", *args))
@@ -262,7 +263,9 @@ def test_run_report_says_where_the_pick_stands(tmp_path):
     (run_dir / "search").mkdir(parents=True)
     ArchSpec.from_dict(_arch(64)).save(run_dir / "search" / "arch.yaml")
     gt = _gt_file(tmp_path, {64: 81.0, 96: 80.0, 128: 90.0})
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"ground_truth": str(gt), "search": {"limits": {}}}))
+    limits = {"min_params": None, "max_params": None, "min_flops": None, "max_flops": None,   # as a run saves them
+              "max_latency_ms": None, "max_memory_mb": None}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"ground_truth": str(gt), "search": {"limits": limits}}))
     text = write_report(run_dir).read_text()
     assert "The pick against the largest that fits" in text
     assert "| **the search's pick** (rank 2 of 3) | 81.00 | 9.00 |" in text

@@ -78,7 +78,7 @@ def run(cfg: dict[str, Any]) -> int:
     from pipeline.space import Limits, SearchSpace
 
     space = SearchSpace.load(cfg["space"])
-    limits = Limits.from_dict(cfg["limits"])
+    limits = Limits.of_space(cfg["limits"])
     space.check_limits(limits)
     recipe = recipe_config(cfg["recipe"], cfg["train_args"])
     specs = stratified_sample(space, limits, cfg["num_archs"], cfg["bands"], cfg["sample_seed"])

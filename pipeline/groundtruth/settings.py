@@ -76,12 +76,20 @@ def parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
     return int(m.group(1)), int(m.group(2))
 
 
+SPACE_LIMITS = ("min_params", "max_params", "min_flops", "max_flops")   # what sampling can honour
+
+
 def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     """The resolved, checked groundtruth config (the shipped demo config when no --config)."""
     parser = make_parser()
     cfg = expand_run_name(as_plain(parser, parse(parser, argv, "groundtruth", DEFAULT_CONFIG)))
     check_run_name(cfg["run_name"])
     check_limit_window(cfg["limits"])
+    device = [k for k, v in cfg["limits"].items() if k not in SPACE_LIMITS and v is not None]
+    if device:
+        raise ConfigError(f"--limits.{device[0]}: groundtruth samples within params/FLOPs limits only (a latency "
+                          "or memory limit belongs to `search --latency.*`); drop it")
+    cfg["limits"] = {k: v for k, v in cfg["limits"].items() if k in SPACE_LIMITS}
     check_space(cfg["space"])
     parse_shard(cfg["shard"])
     seeds = cfg["seeds"]

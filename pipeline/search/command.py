@@ -88,9 +88,6 @@ def check_proxy(cfg: dict[str, Any], space: SearchSpace, probe) -> None:
                         f"({type(e).__name__}: {e}); fix the options") from None
 
 
-DEVICE_LIMITS = ("max_latency_ms", "max_memory_mb")   # judged on the --latency target, not by the space
-
-
 def make_costs(cfg: dict[str, Any], space: SearchSpace):
     """The candidates' costs on the ``latency`` target (None when the search does not measure them).
 
@@ -132,7 +129,7 @@ def _progress_bar(what: str):
 def build_search(cfg: dict[str, Any]) -> tuple[ArchitectureSearch, Path]:
     """Validate everything that can be checked before any work, then make the callback."""
     space = SearchSpace.load(cfg["space"])
-    limits = Limits.from_dict({k: v for k, v in (cfg.get("limits") or {}).items() if k not in DEVICE_LIMITS})
+    limits = Limits.of_space(cfg.get("limits"))
     space.check_limits(limits)
     costs = make_costs(cfg, space)
     try:

@@ -22,6 +22,9 @@ FIXED_KEYS = ("img_size", "patch_size", "patch_stride", "in_chans", "num_classes
               "rel_pos", "rel_pos_max", "global_pool")
 
 
+DEVICE_LIMITS = ("max_latency_ms", "max_memory_mb")   # the search's limits measured on a device (pipeline.latency)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Inclusive params / FLOPs window, in millions (FLOPs = multiply-adds). None = unbounded."""
@@ -39,6 +42,12 @@ class Limits:
             raise SpecError(f"unknown limit(s) {unknown}; use min_params, max_params, min_flops, "
                             "max_flops (millions)")
         return cls(**{k: (None if v is None else float(v)) for k, v in d.items()})
+
+    @classmethod
+    def of_space(cls, d: Optional[dict[str, Any]]) -> "Limits":
+        """The params/FLOPs window of a search's ``limits`` section, without its device limits
+        (``DEVICE_LIMITS``: judged on the latency target by the search, not by the space)."""
+        return cls.from_dict({k: v for k, v in (d or {}).items() if k not in DEVICE_LIMITS})
 
     def admits(self, params_m: float, flops_m: float) -> bool:
         return ((self.min_params is None or params_m >= self.min_params)
