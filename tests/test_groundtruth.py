@@ -314,3 +314,16 @@ def test_a_diverged_network_is_recorded_without_metrics_and_not_retried(tmp_path
     assert len(calls) == 3                                  # nothing trained again
     entries = load_ground_truth(path)
     assert sum("top1" in e.metrics for e in entries) == 2   # correlate leaves the diverged one out
+
+
+def test_the_package_re_exports_every_name_of_the_format():
+    """``from pipeline.groundtruth import X`` works for every public name of ``format`` (a name left out
+    of ``__all__`` broke correlate's committed budgets once)."""
+    import inspect
+
+    import pipeline.groundtruth as package
+    import pipeline.groundtruth.format as fmt
+
+    public = {n for n, v in vars(fmt).items() if not n.startswith("_") and getattr(v, "__module__", None) == fmt.__name__}
+    assert public | {"SPLITS"} <= set(package.__all__) and all(getattr(package, n) is getattr(fmt, n) for n in package.__all__)
+    assert inspect.isfunction(package.load_budgets)

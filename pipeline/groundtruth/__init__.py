@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SPLITS", "Entry", "load_ground_truth", "load_split", "make_split", "override_specs", "seed_agreement",
-           "select_half", "write_split"]
+__all__ = ["SPLITS", "Entry", "load_budgets", "load_ground_truth", "load_split", "make_split", "override_specs",
+           "params_budgets", "seed_agreement", "select_half", "write_split"]
 
 
 def __getattr__(name: str) -> Any:
