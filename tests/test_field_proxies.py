@@ -178,7 +178,8 @@ def test_search_reranks_every_candidate_it_has_seen(tmp_path, pop_proxy, monkeyp
 
     told = []
     original = Strategy.tell
-    monkeypatch.setattr(Strategy, "tell", lambda self, spec, score: told.append((spec, score)) or original(self, spec, score))
+    monkeypatch.setattr(Strategy, "tell", lambda self, spec, score, latency_ms=None: told.append((spec, score))
+                        or original(self, spec, score, latency_ms))
     search = _search(tmp_path, pop_proxy)
     final = {c.spec: c for c in search.candidates}
     assert len(final) == 24
