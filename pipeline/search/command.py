@@ -189,7 +189,7 @@ def run(cfg: dict[str, Any]) -> int:
         save_config(cfg, out / "config.yaml")
     trainer.fit(_NothingToTrain())
     if trainer.global_rank == 0:
-        print(f"chosen architecture: {search.chosen.short()}\nwritten to: {out / 'arch.yaml'}")
+        print(f"chosen architecture: {search.chosen.short()}")   # the callback has said where arch.yaml is
         if search.latency_record is not None:
             from pipeline.latency.costs import latency_line
 
