@@ -1,6 +1,7 @@
 """Issue 22: `python -m pipeline groundtruth` -- sampling, the shared results file, claims, resume after
 kill -9, two workers with one killed, the noise ceiling in correlate, and the bad inputs."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -327,3 +328,18 @@ def test_the_package_re_exports_every_name_of_the_format():
     public = {n for n, v in vars(fmt).items() if not n.startswith("_") and getattr(v, "__module__", None) == fmt.__name__}
     assert public | {"SPLITS"} <= set(package.__all__) and all(getattr(package, n) is getattr(fmt, n) for n in package.__all__)
     assert inspect.isfunction(package.load_budgets)
+
+
+def test_the_committed_demo_ground_truth_is_read_by_correlate(tmp_path):
+    """The shipped file (issue 22): at least 48 demo architectures with a top-1, a second seed on at
+    least 12, and ``correlate --proxies=[params]`` on it exits 0 with its summary and noise ceiling."""
+    path = REPO / "benchmarks" / "results" / "groundtruth_demo.jsonl"
+    entries = load_ground_truth(path)
+    assert len(entries) >= 48 and all(e.metrics.get("top1", math.nan) > 10 for e in entries)
+    tau, n, seeds = seed_agreement(entries, "top1")
+    assert n >= 12 and seeds == (0, 1) and -1 <= tau <= 1
+    c = run_cli("correlate", f"--ground_truth={path}", "--proxies=[params]", "--plots=false",
+                f"--output_dir={tmp_path / 'corr'}", "--device=cpu")
+    assert c.returncode == 0, c.stderr
+    summary = (tmp_path / "corr" / "summary.md").read_text()
+    assert "Noise ceiling" in summary and "params" in summary
