@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, get_args
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
