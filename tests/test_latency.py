@@ -11,6 +11,9 @@ import json
 import math
 import random
 import re
+import subprocess
+import sys
+import textwrap
 import time
 import zlib
 
@@ -84,6 +87,31 @@ def test_threads_and_cores_are_pinned_while_timing_only():
     with pinned(Target(threads=1, cores=(one,))):
         assert torch.get_num_threads() == 1 and os.sched_getaffinity(0) == {one}
     assert torch.get_num_threads() == threads and os.sched_getaffinity(0) == cores
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_timing_keeps_freed_memory_so_a_forward_does_not_fault_its_pages_again():
+    """Freed activations stay in the process while timing: allocating the same 48 MiB again and
+    again costs no page faults. glibc would hand them back to the system at every free and fault
+    them in anew (12,288 faults a time, measured), and whether it does depends on what the process
+    allocated before: the same network ran 2x slower in some fresh processes (docs/latency.md)."""
+    code = textwrap.dedent("""
+        import resource, torch
+        from pipeline.latency.allocator import keep_freed_memory
+        from pipeline.latency.target import Target, pinned
+        with pinned(Target(threads=1)):
+            pass
+        faults = []
+        for _ in range(12):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            blocks = [torch.empty(4 << 20).fill_(1.0) for _ in range(3)]   # 3 x 16 MiB
+            del blocks
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(sum(faults[4:]), keep_freed_memory())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "True"
+    assert int(out[0]) < 1000   # faulting anew each time: 8 x 12,288
 
 
 def test_a_noisy_calibration_is_reported(monkeypatch, tmp_path, capsys):

@@ -4,6 +4,7 @@ One concept per module:
 
 * ``settings``  -- the search's ``latency`` options (torch-free, checked at parse time);
 * ``target``    -- device, backend, batch, threads; the device's fingerprint; pinning;
+* ``allocator`` -- the C allocator held steady while timing (freed memory kept in the process);
 * ``backends``  -- a network as a call to time: torch eager, ``torch.export``, ONNX Runtime;
 * ``measure``   -- medians after warm-up, networks interleaved, on the wall clock and in CPU time;
 * ``memory``    -- peak inference memory: live tensors counted (CPU), the allocator's peak (CUDA);

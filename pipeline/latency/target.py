@@ -191,8 +191,13 @@ def _backend_version(backend: str) -> Optional[str]:
 @contextmanager
 def pinned(target: Target) -> Iterator[None]:
     """Threads (torch's intra-op pool) and, if asked, CPU cores pinned while timing; restored after,
-    so the proxy's own computations keep the process's settings."""
+    so the proxy's own computations keep the process's settings. The C allocator is held steady
+    too (``allocator.keep_freed_memory``: for the rest of the process, which cannot be undone)."""
     import torch
+
+    from pipeline.latency.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
     threads = torch.get_num_threads()
     affinity = os.sched_getaffinity(0) if target.cores and hasattr(os, "sched_getaffinity") else None
