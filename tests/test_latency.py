@@ -32,7 +32,7 @@ from pipeline.latency.predictor import LatencyPredictor, calibration_groups, par
 from pipeline.latency.target import Target
 from pipeline.models import build_model, count_params
 from pipeline.search.objective import Objective, fronts, knee
-from pipeline.search.store import Candidate, CandidateStore
+from pipeline.search.store import CandidateStore
 from pipeline.space import ArchSpec, SearchSpace
 
 FAST = Target(warmup=0, repeats=1, min_seconds=0.0)   # one timed call: the tests check logic, not speed
