@@ -26,7 +26,7 @@ from conftest import run_cli
 from pipeline.latency import measure as measure_module
 from pipeline.latency.cache import FORMAT, MeasurementCache
 from pipeline.latency.costs import DeviceCosts
-from pipeline.latency.measure import TURN_TIMED, TURN_WARM, Timing, time_interleaved
+from pipeline.latency.measure import RUNS, Timing, time_interleaved
 from pipeline.latency.memory import LiveTensorMemory, peak_memory_mb
 from pipeline.latency.predictor import LatencyPredictor, calibration_groups, parts
 from pipeline.latency.target import Target
@@ -47,11 +47,19 @@ def test_interleaved_timing_rotates_the_order_and_leaves_out_the_warmup():
     calls: list[str] = []
     runs = {k: (lambda k=k: calls.append(k)) for k in "abc"}
     timings = time_interleaved(runs, warmup=2, repeats=3)
-    # each round starts one further on; a turn is TURN_WARM untimed calls (caches warm again), then
-    # TURN_TIMED timed ones
-    turn = TURN_WARM + TURN_TIMED
-    assert calls == [k for order in ("abc", "bca", "cab", "abc", "bca") for k in order for _ in range(turn)]
-    assert all(t.rounds == 3 * TURN_TIMED for t in timings.values())
+    # RUNS rounds, each starting one further on; a turn is a whole run: 2 untimed calls (caches warm
+    # again), then ceil(3 / RUNS) timed ones
+    assert RUNS == 3
+    assert calls == [k for order in ("abc", "bca", "cab") for k in order for _ in range(2 + 1)]
+    assert all(t.rounds == 3 for t in timings.values())
+
+
+def test_a_network_is_timed_as_the_median_of_its_runs():
+    """One run that a burst of load hit (every call 10x slower) is outvoted by the other two."""
+    slow = iter([False] * 3 + [True] * 3 + [False] * 3)   # 1 warm-up + 2 timed calls per run of "a"
+    calls = {"a": lambda: time.sleep(0.02 if next(slow) else 0.002), "b": lambda: time.sleep(0.002)}
+    timings = time_interleaved(calls, warmup=1, repeats=6)
+    assert timings["a"].rounds == 6 and timings["a"].ms < 5 and timings["a"].min_ms < 5, timings
 
 
 def test_a_turn_times_the_network_with_its_caches_warm():

@@ -6,7 +6,7 @@ One concept per module:
 * ``target``    -- device, backend, batch, threads; the device's fingerprint; pinning;
 * ``allocator`` -- the C allocator held steady while timing (freed memory kept in the process);
 * ``backends``  -- a network as a call to time: torch eager, ``torch.export``, ONNX Runtime;
-* ``measure``   -- medians after warm-up, networks interleaved, on the wall clock and in CPU time;
+* ``measure``   -- medians after warm-up, runs of the networks interleaved, on both clocks;
 * ``memory``    -- peak inference memory: live tensors counted (CPU), the allocator's peak (CUDA);
 * ``predictor`` -- a network's latency as the sum of its parts, calibrated on the target;
 * ``cache``     -- the calibration measurements, per target, in the user's cache folder;

@@ -1,15 +1,20 @@
-"""Latency measurement: the median of timed forwards after warm-up, networks interleaved.
+"""Latency measurement: medians after warm-up, runs of the networks interleaved.
 
-Several networks measured together take turns, in an order that rotates from round to round,
-so a change in the machine's load during the measurement hits them all alike instead of biasing
-whichever ran at that moment. In its turn a network runs a short burst of forwards (``TURN_WARM`` untimed, then ``TURN_TIMED``
-timed): the other networks' turns have evicted its weights and code paths from the processor's
-caches, and a network deployed alone (or re-measured alone in a fresh process) runs with them
-warm. Timing each network's first forward after another's made in-process calibrations of the
-demo space 10-23% slower than fresh-process measurements of the same networks, and one untimed
-forward per turn was not enough; with bursts of 3 + 5 they agree within 3% (docs/latency.md). Threads (and cores, if asked) are pinned
-for the duration (``pinned``). The median of the timed rounds is the latency; the interquartile
-range over the median says how noisy it was.
+A network is timed in ``RUNS`` runs; a run is ``warmup`` untimed forwards (the processor's caches
+warm again after whatever ran before) and then timed forwards (at least ``repeats / RUNS`` of
+them and ``min_seconds / RUNS`` seconds). Several networks measured together take turns run by
+run, the order rotating from round to round, so a change of the machine's load hits them all
+alike instead of biasing whichever ran at that moment; a network's latency is the median of its
+runs' medians (and of their fastest calls), so a run that a burst of other work hit is outvoted.
+
+A turn is a whole run because a network timed right after others is not the network a user
+deploys: interleaving single forwards (or short bursts of 3 untimed + 5 timed) made the demo
+space's networks 10-60% slower in one process than the same networks measured alone in a fresh
+process, depending on the moment (docs/latency.md). A run alone in the processor matches the
+fresh process, which is what the search re-measures its pick in and the predictor is judged on.
+
+Threads (and cores, if asked) are pinned for the duration, and the C allocator is held steady
+(``target.pinned``). The interquartile range over the median says how noisy a run was.
 
 Every call is timed on two clocks at once: the wall clock (what a user waits for on a dedicated
 device) and the process's CPU time. On a machine shared with other jobs the wall clock also
@@ -34,7 +39,7 @@ K = TypeVar("K", bound=Hashable)
 
 
 CLOCKS = ("wall", "cpu")
-TURN_WARM, TURN_TIMED = 3, 5   # forwards per turn when networks are interleaved: untimed, then timed
+RUNS = 3   # runs per network: the median of three outvotes one that a burst of load hit
 
 
 @dataclass(frozen=True)
@@ -82,36 +87,40 @@ def timing(wall: list[float], cpu: list[float]) -> Timing:
 
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                      progress: Optional[Callable[[int, int], None]] = None, min_seconds: float = 0.0,
-                     max_rounds: int = 2000) -> dict[K, Timing]:
-    """Time every run ``warmup`` + ``repeats`` times, one turn of each per round (order rotating),
-    and keep adding timed rounds (up to ``max_rounds``) until they took ``min_seconds``: fast
-    networks are then timed over a window long enough that a burst of other work moves the
-    median little. With several runs, a turn is ``TURN_WARM`` untimed calls (caches warm again) and
-    ``TURN_TIMED`` timed ones; ``rounds`` in the result counts timed calls."""
+                     max_calls: int = 2000) -> dict[K, Timing]:
+    """Time each network in ``RUNS`` runs, one run of each per round (order rotating). A run is
+    ``warmup`` untimed calls, then timed calls until there are ``ceil(repeats / RUNS)`` of them
+    and they took ``min_seconds / RUNS`` (at most ``max_calls``): a fast network is timed over a
+    window long enough that a burst of other work moves its median little. The result holds the
+    median over runs of each run's median, spread and fastest call; ``rounds`` counts timed calls."""
     keys = list(runs)
-    warm, timed = (TURN_WARM, TURN_TIMED) if len(keys) > 1 else (0, 1)
-    wall: dict[K, list[float]] = {k: [] for k in keys}
-    cpu: dict[K, list[float]] = {k: [] for k in keys}
-    timed_seconds, r = 0.0, 0
-    while keys and (r < warmup + repeats or (timed_seconds < min_seconds and r < warmup + max_rounds)):
+    per_run, seconds = max(1, math.ceil(repeats / RUNS)), min_seconds / RUNS
+    measured: dict[K, list[Timing]] = {k: [] for k in keys}
+    for r in range(RUNS if keys else 0):
         shift = r % len(keys)
-        round_start = time.perf_counter()
         for k in keys[shift:] + keys[:shift]:
-            for _ in range(warm):
-                runs[k]()   # re-warm the caches the other networks' turns evicted (untimed)
-            for _ in range(timed):
+            for _ in range(warmup if r == 0 or len(keys) > 1 else 0):
+                runs[k]()   # untimed: the caches the other networks' runs evicted warm again
+            wall: list[float] = []
+            cpu: list[float] = []
+            while len(wall) < per_run or (sum(wall) < seconds and len(wall) < max_calls):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runs[k]()
-                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-                if r >= warmup:
-                    wall[k].append(elapsed)
-                    cpu[k].append(elapsed_cpu)
-        if r >= warmup:
-            timed_seconds += time.perf_counter() - round_start
-        r += 1
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+            measured[k].append(timing(wall, cpu))
         if progress is not None:
-            progress(min(r, warmup + repeats), warmup + repeats)
-    return {k: timing(wall[k], cpu[k]) for k in keys}
+            progress(r + 1, RUNS)
+    return {k: median_of_runs(measured[k]) for k in keys}
+
+
+def median_of_runs(runs: list[Timing]) -> Timing:
+    """One network's runs as one ``Timing``: each field the median over the runs, calls summed."""
+    def mid(field: str) -> float:
+        return statistics.median(getattr(t, field) for t in runs)
+
+    return Timing(mid("ms"), mid("spread"), sum(t.rounds for t in runs), mid("cpu_ms"), mid("cpu_spread"),
+                  mid("min_ms"), mid("cpu_min_ms"))
 
 
 def example_input(spec: ArchSpec, batch: int) -> torch.Tensor:
