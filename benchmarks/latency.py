@@ -17,7 +17,7 @@ table in docs/latency.md has a row per view.
 ``within10`` is the share of held-out networks predicted within +-10% of measured; MAPE the
 mean absolute percentage error; tau(pred) Kendall's tau of predicted vs measured; tau(FLOPs)
 that of FLOPs vs measured, for comparison; noise the median absolute deviation (relative to the
-median) of one network measured ``--noise`` times in fresh processes, with ``noise within10`` the
+median) of one network measured ``--noise`` times in fresh processes spread over the run, with ``noise within10`` the
 share of those repeated measurements within +-10% of their own median: the ceiling any predictor
 can reach under this machine's noise.
 
@@ -107,7 +107,15 @@ def evaluate(preset: str, backend: str, args) -> list[dict]:
     done = {(r["kind"], r["key"], r.get("i", 0)) for r in rows}
     specs = held_out(space, args.n, f"{preset}-held-out")
     probe = sorted(specs, key=count_flops)[len(specs) // 2]   # the noise probe: the held-out one of median FLOPs
-    todo = [("held_out", spec, 0) for spec in specs] + [("noise", probe, i) for i in range(args.noise)]
+    # the probe's repeats spread over the run (one after every few held-out networks), not back to
+    # back: the machine's load changes over minutes, and the ceiling should see what the networks saw
+    every = max(1, len(specs) // max(1, args.noise))
+    todo = []
+    for j, spec in enumerate(specs):
+        todo.append(("held_out", spec, 0))
+        if (j + 1) % every == 0 and (j + 1) // every <= args.noise:
+            todo.append(("noise", probe, (j + 1) // every - 1))
+    todo += [("noise", probe, i) for i in range(len(specs) // every, args.noise)]
     for n, (kind, spec, i) in enumerate(todo, 1):
         if (kind, network_key(spec), i) in done:
             continue

@@ -37,7 +37,7 @@ class LatencySettings:
         threads: CPU threads of torch / ONNX Runtime while measuring (pinned).
         cores: CPU cores the measuring process is pinned to (null: any core).
         warmup: untimed forwards before timing.
-        repeats: timed forwards; their median is the latency.
+        repeats: timed forwards, in 3 runs; the median over runs of each run's median is the latency.
         min_seconds: more timed forwards than repeats, until they took this long (fast networks
             are then timed over a window in which a burst of other work moves the median little).
         statistic: median (of the timed forwards) or min (the fastest: the least disturbed by
