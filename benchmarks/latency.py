@@ -101,7 +101,7 @@ def evaluate(preset: str, backend: str, args) -> list[dict]:
     cache = MeasurementCache(target, args.results / "cache")
     LatencyPredictor.calibrate(
         space, target, cache,
-        progress=lambda done, total: print(f"  [{preset} {backend}] calibration {done}/{total} networks "
+        progress=lambda done, total: print(f"  [{preset} {backend}] calibration {done}/{total} network runs "
                                            f"({time.time() - started:.0f} s)", flush=True))
     rows = _read(log)
     done = {(r["kind"], r["key"], r.get("i", 0)) for r in rows}

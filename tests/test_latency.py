@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import zlib
+from fractions import Fraction
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from lightning.pytorch import Trainer
 
 from conftest import run_cli
 from pipeline.latency import measure as measure_module
-from pipeline.latency.cache import FORMAT, MeasurementCache
+from pipeline.latency.cache import FORMAT, MeasurementCache, network_key
 from pipeline.latency.costs import DeviceCosts
 from pipeline.latency.measure import RUNS, Timing, time_interleaved
 from pipeline.latency.memory import LiveTensorMemory, peak_memory_mb
@@ -181,8 +182,8 @@ def _additive(monkeypatch) -> dict[str, int]:
     def cost(part: str) -> float:   # grows with every number in the part's name (width, heads, MLP), plus jitter
         return 0.05 + sum(map(float, re.findall(r"[\d.]+", part))) / 100 + zlib.crc32(part.encode()) % 1000 / 20000
 
-    def fake(specs, target, progress=None):
-        counter["networks"] += len(specs)
+    def fake(specs, target, progress=None, n_runs=RUNS):
+        counter["networks"] += Fraction(len(specs) * n_runs, RUNS)   # a network counts once all its runs are in
         out = {}
         for k, spec in specs.items():
             ms = sum(cost(p) for p in parts(spec)) * target.batch
@@ -204,6 +205,27 @@ def test_predictor_recovers_latencies_that_add_up(space_name, monkeypatch, tmp_p
     rng = random.Random(0)
     for spec in [space.sample(rng) for _ in range(30)] + [space.extreme_spec(True)]:
         assert predictor.predict(spec) == pytest.approx(truth({0: spec}, FAST)[0].ms, rel=1e-9)
+
+
+def test_calibration_spreads_a_networks_runs_over_passes(monkeypatch, tmp_path):
+    """Each group is timed one run per pass, every group in a pass before any in the next (a
+    network's runs lie a pass apart), its order rotating; the cached timing is the median of runs."""
+    calls: list[tuple[int, int]] = []
+    groups = calibration_groups(SearchSpace.load("demo"))
+    first = {network_key(g[0]): i for i, g in enumerate(groups)}
+
+    def fake(specs, target, progress=None, n_runs=RUNS):
+        order = list(specs)
+        group = next(first[network_key(s)] for s in order if network_key(s) in first)
+        calls.append((group, n_runs))
+        slow = len([c for c in calls if c[0] == group]) == 2   # the second pass of every group is disturbed
+        return {k: Timing(10.0 if slow else 1.0, 0.0, 1, 1.0, 0.0, 1.0, 1.0) for k in order}
+
+    monkeypatch.setattr(measure_module, "measure_latency", fake)
+    cache = MeasurementCache(FAST, tmp_path)
+    LatencyPredictor.calibrate(SearchSpace.load("demo"), FAST, cache)
+    assert calls == [(g, 1) for _ in range(RUNS) for g in range(len(groups))]
+    assert all(cache.get(s).ms == 1.0 for g in groups for s in g)
 
 
 def test_calibration_is_cached_per_target(monkeypatch, tmp_path):

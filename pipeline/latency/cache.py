@@ -23,7 +23,7 @@ from pipeline.latency.target import Target
 from pipeline.space.spec import ArchSpec
 from pipeline.utils.io import atomic_write_text
 
-FORMAT = 4   # 2: both clocks per network; 3: warm bursts of calls; 4: steady allocator, whole runs interleaved
+FORMAT = 4   # 2: both clocks per network; 3: warm bursts of calls; 4: steady allocator, whole runs interleaved (in passes)
 
 
 def cache_dir() -> Path:

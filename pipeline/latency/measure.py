@@ -87,16 +87,18 @@ def timing(wall: list[float], cpu: list[float]) -> Timing:
 
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                      progress: Optional[Callable[[int, int], None]] = None, min_seconds: float = 0.0,
-                     max_calls: int = 2000) -> dict[K, Timing]:
+                     max_calls: int = 2000, n_runs: int = RUNS) -> dict[K, Timing]:
     """Time each network in ``RUNS`` runs, one run of each per round (order rotating). A run is
     ``warmup`` untimed calls, then timed calls until there are ``ceil(repeats / RUNS)`` of them
     and they took ``min_seconds / RUNS`` (at most ``max_calls``): a fast network is timed over a
     window long enough that a burst of other work moves its median little. The result holds the
-    median over runs of each run's median, spread and fastest call; ``rounds`` counts timed calls."""
+    median over runs of each run's median, spread and fastest call; ``rounds`` counts timed calls.
+    ``n_runs`` < ``RUNS`` times part of a measurement (the predictor's calibration spreads a
+    network's runs over passes, ``median_of_runs`` joins them)."""
     keys = list(runs)
     per_run, seconds = max(1, math.ceil(repeats / RUNS)), min_seconds / RUNS
     measured: dict[K, list[Timing]] = {k: [] for k in keys}
-    for r in range(RUNS if keys else 0):
+    for r in range(n_runs if keys else 0):
         shift = r % len(keys)
         for k in keys[shift:] + keys[:shift]:
             for _ in range(warmup if r == 0 or len(keys) > 1 else 0):
@@ -110,7 +112,7 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                 cpu.append(time.process_time() - start_cpu)
             measured[k].append(timing(wall, cpu))
         if progress is not None:
-            progress(r + 1, RUNS)
+            progress(r + 1, n_runs)
     return {k: median_of_runs(measured[k]) for k in keys}
 
 
@@ -137,8 +139,10 @@ def build_runner(spec: ArchSpec, target: Target) -> Run:
 
 
 def measure_latency(specs: Mapping[K, ArchSpec], target: Target,
-                    progress: Optional[Callable[[int, int], None]] = None) -> dict[K, Timing]:
-    """Latency of each spec's network on ``target``, measured interleaved in this process."""
+                    progress: Optional[Callable[[int, int], None]] = None, n_runs: int = RUNS) -> dict[K, Timing]:
+    """Latency of each spec's network on ``target``, measured interleaved in this process
+    (``n_runs`` of its ``RUNS`` runs: see ``time_interleaved``)."""
     runs = {k: build_runner(s, target) for k, s in specs.items()}
     with pinned(target):
-        return time_interleaved(runs, target.warmup, target.repeats, progress, min_seconds=target.min_seconds)
+        return time_interleaved(runs, target.warmup, target.repeats, progress, min_seconds=target.min_seconds,
+                                n_runs=n_runs)

@@ -191,7 +191,7 @@ class ArchitectureSearch(Callback):
         if self.costs.predictor is not None or not self.costs.needs_predictor:   # prepared by the command
             return self.costs.prepare(self.out_dir)
         progress = _progress(trainer)
-        task = progress.add_task("calibrating the latency predictor (networks)", total=None) if progress else None
+        task = progress.add_task("calibrating the latency predictor (network runs)", total=None) if progress else None
         try:
             return self.costs.prepare(self.out_dir, (lambda done, total: progress.update(
                 task, completed=done, total=total)) if progress else None)

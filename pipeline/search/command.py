@@ -110,7 +110,7 @@ def make_costs(cfg: dict[str, Any], space: SearchSpace):
         costs.check_feasible()
     if is_rank_zero() and costs.max_latency_ms is not None:
         out = Path(cfg["out_dir"]) / cfg["run_name"]
-        with _progress_bar("calibrating the latency predictor (networks)") as progress:
+        with _progress_bar("calibrating the latency predictor (network runs)") as progress:
             costs.prepare(out, progress, save=False)
     return costs
 
