@@ -35,6 +35,8 @@ import numpy as np
 SEEDS = (0, 1, 2)
 PROBE_N = 8          # probe images: the kernels are N x N
 TIE_WEIGHTS = (0.1, 0.25, 0.5, 1.0)
+# Issue 28: the weight of the kernel term against log FLOPs in ``log F + w x kernel`` (w = 1 is vintk_flops).
+KERNEL_WEIGHTS = (0.1, 0.25, 0.5, 0.75)
 
 
 def _mean(f: Mapping[str, float], name: str) -> float:
@@ -64,6 +66,8 @@ def arch_scores(f: Mapping[str, float]) -> dict[str, float]:
         "MLP units": float(f["n_units"]) if "n_units" in f else math.nan,   # NASWOT's size term alone
         "expressivity": float(f["expressivity"]) if f.get("expressivity") not in ("", None) else math.nan,
     }
+    for w in KERNEL_WEIGHTS:
+        out[f"log F + {w:g} kernel"] = log_f + w * kernel
     for w in TIE_WEIGHTS[:-1]:
         out[f"log F + {w:g} (kernel - log T)"] = log_f + w * shape
         out[f"log F + {w:g} block shape"] = log_f + w * block
