@@ -16,7 +16,7 @@ No code is public (the paper and its supplementary page list none). Eq. (1) of t
   PERC_BINS = 10); l̂ and L̂ are "the beginning and the end of the spikes" of the gradient's
   standard deviation over depth, found once per benchmark on randomly initialised networks
   (Fig. 2b), before the metric is run. The paper's intervals for AutoFormer are in its
-  supplementary material, which we could not read; ``benchmarks/lswag_layers.py`` runs that
+  supplementary material, which we could not read; ``benchmarks/proxy_selection/lswag_layers.py`` runs that
   procedure on a space. On AutoFormer-T it finds no spike inside the network (the default below
   takes every layer; docs/field_proxies.md).
 
@@ -194,7 +194,7 @@ def _measure(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed
     return profile
 
 
-# The depth bins: every layer. benchmarks/lswag_layers.py measured the gradient's standard deviation over
+# The depth bins: every layer. benchmarks/proxy_selection/lswag_layers.py measured the gradient's standard deviation over
 # depth on 24 random AutoFormer-T networks: flat from 10 % to 90 % (log std -9.16 to -9.35, sd over networks
 # about 0.08), higher only in bin 0 (the patch embedding, -8.68) and lower in bin 100 (the classifier):
 # no spike inside the network to select, so l-hat = 0 and L-hat = 100 (docs/field_proxies.md).

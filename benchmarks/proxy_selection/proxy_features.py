@@ -4,7 +4,7 @@ The proxy study of issue 10 compares many candidate scores (ViNTK variants, per-
 NASWOT-style activation terms, size) on the tune halves of both dev files. Recomputing a kernel
 per variant is what made the earlier ablation slow, so this script computes, per architecture,
 the raw materials once and saves them; every variant is then arithmetic on the saved arrays
-(``benchmarks/proxy_study.py``).
+(``benchmarks/proxy_selection/proxy_study.py``).
 
 Per architecture (the network as its benchmark built it: AutoFormer's ``--gp`` pooling,
 seeded initialisation, eval mode):
@@ -22,7 +22,7 @@ Workers split the architectures (several processes share one GPU); each stops at
 seconds and what is done is kept (architectures are processed in a seeded random order, so a
 partial run is a random subset).
 
-    python benchmarks/proxy_features.py --out /tmp/features --workers 8 --deadline 420
+    python benchmarks/proxy_selection/proxy_features.py --out /tmp/features --workers 8 --deadline 420
 """
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def worker(rank: int, world: int, args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bench", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"))
+    ap.add_argument("--bench", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -230,6 +230,6 @@ def merge(out: Path, workers: int, part_bytes: int = 14 * 2 ** 20) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

@@ -1,10 +1,10 @@
 """Candidate scores of the proxy study (issue 21), from per-architecture features.
 
-One definition shared by ``benchmarks/regret_study.py`` (the three dev files) and
-``benchmarks/proxy_scaling.py`` (one params band per space preset), so a candidate means the same
+One definition shared by ``benchmarks/proxy_selection/regret_study.py`` (the three dev files) and
+``benchmarks/proxy_selection/proxy_scaling.py`` (one params band per space preset), so a candidate means the same
 in both. Every score is oriented "higher = predicted better".
 
-Features (``benchmarks/study_features.py``): ``kernel_s{0,1,2}`` (mean log eigenvalue of the
+Features (``benchmarks/proxy_selection/study_features.py``): ``kernel_s{0,1,2}`` (mean log eigenvalue of the
 Adam-normalised weight NTK, one per initialisation), ``trace_s*`` (its trace: the number of weight
 tensors T, since every tensor is normalised to trace 1), ``block_logdet_s*`` (mean over blocks of
 each block's own trace-normalised kernel), ``naswot``, ``expressivity``, size and structure.

@@ -6,9 +6,9 @@ truth exists. A candidate whose Kendall tau with log FLOPs is below 0.8 over ran
 space preset (demo, AutoFormer-T/S/B, PiT-T) cannot be the search default.
 
 Per preset, ``--per-space`` seeded random networks of the whole space (``SearchSpace.sample``, seed 0,
-no limits), each scored with the features of the dev-file study (``benchmarks/study_features.py``:
+no limits), each scored with the features of the dev-file study (``benchmarks/proxy_selection/study_features.py``:
 the ViNTK kernel at 3 initialisations, NASWOT, size), so each candidate of
-``benchmarks/study_candidates.py`` means here what it means on the dev files. The probe is the one the
+``benchmarks/proxy_selection/study_candidates.py`` means here what it means on the dev files. The probe is the one the
 preset's shipped search uses (Fashion-MNIST for the demo, natural photos otherwise), 8 images.
 
 Per-architecture values go to ``benchmarks/results/size_agreement.csv`` (long format: one row per
@@ -16,9 +16,9 @@ architecture and value, each architecture's rows appended at once under a lock a
 computes only what is missing). ``--shard i/n`` lets n processes share one space (one thread each is
 the fastest use of a CPU's cores). The table goes to stdout and ``--out``.
 
-    python benchmarks/size_agreement.py --spaces autoformer_base --shard 0/2 --threads 1 &
-    python benchmarks/size_agreement.py --spaces autoformer_base --shard 1/2 --threads 1
-    python benchmarks/size_agreement.py --table-only --out docs/size_agreement.md
+    python benchmarks/proxy_selection/size_agreement.py --spaces autoformer_base --shard 0/2 --threads 1 &
+    python benchmarks/proxy_selection/size_agreement.py --spaces autoformer_base --shard 1/2 --threads 1
+    python benchmarks/proxy_selection/size_agreement.py --table-only --out docs/size_agreement.md
 """
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import publish  # noqa: E402
 from study_candidates import arch_scores  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 SPACES = ("demo", "autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny")
 THRESHOLD = 0.8
@@ -186,13 +187,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         for name in args.spaces:
             score_space(name, args.per_space, shard, args.csv)
-    text = table(read_rows(args.csv), args.spaces, args.scores)
-    print(text)
-    if args.out:
-        from pipeline.utils.io import atomic_write_text
-
-        atomic_write_text(args.out, text)
-    return 0
+    return publish(table(read_rows(args.csv), args.spaces, args.scores), args.out)
 
 
 if __name__ == "__main__":

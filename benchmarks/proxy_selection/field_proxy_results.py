@@ -4,7 +4,7 @@
 ``correlate`` stores what AZ-NAS measured per architecture (its components, JSON) and L-SWAG's
 values; this collects them into one committed CSV per file (``file, key``, the components, the
 L-SWAG values and the ground truth as ``gt_<metric>``: the ``--extra`` input of
-``benchmarks/regret_study.py``), and prints, per metric, Kendall tau and band tau of
+``benchmarks/proxy_selection/regret_study.py``), and prints, per metric, Kendall tau and band tau of
 
 * AZ-NAS as its authors aggregate it (sum of the log ranks of expressivity, trainability and
   complexity) over the architectures scored so far, and of each component;
@@ -14,7 +14,7 @@ Standard errors come from a bootstrap over architectures (AZ-NAS re-ranked on ev
 run that is still going (``correlate --limit`` chunks of a seeded shuffle) gives a seeded random
 subset of the file: the tau printed estimates the full file's, within about its standard error.
 
-    python benchmarks/field_proxy_results.py --scores checkpoints/az_nas_full/out/scores.csv \\
+    python benchmarks/proxy_selection/field_proxy_results.py --scores checkpoints/az_nas_full/out/scores.csv \\
         --file autoformer_tiny_ood_vit_nas.json --out benchmarks/results/field_proxies_autoformer_tiny_ood_vit_nas.csv
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ def report(name: str, metrics: list[str], rows: dict[str, dict[str, float]], rou
 
 
 def write(path: Path, name: str, metrics: list[str], rows: dict[str, dict[str, float]]) -> None:
-    """The per-architecture values (``benchmarks/regret_study.py --extra``): file, key, values, truth."""
+    """The per-architecture values (``benchmarks/proxy_selection/regret_study.py --extra``): file, key, values, truth."""
     values = [f"az_nas_{k}" for k in AZ_COMPONENTS] + list(LSWAG)
     values = [c for c in values if any(c in r for r in rows.values())]
     header = ["file", "key", *values, *(f"gt_{m}" for m in metrics)]

@@ -20,7 +20,7 @@ skips the keys already in the CSV. Per-block normalised Gram matrices go to
 ``checkpoints/study/<file stem>_grams.jsonl`` (not committed: ~10 KB per architecture) for later
 regrouping.
 
-    python benchmarks/study_features.py --file autoformer_small_ood_vit_nas.json --space autoformer_small \\
+    python benchmarks/proxy_selection/study_features.py --file autoformer_small_ood_vit_nas.json --space autoformer_small \\
         [--limit-per-half 250] [--threads 2]
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO.parent / "shared" / "benchmarks"
 SEEDS = (0, 1, 2)            # vintk_flops' initialisations (model seed 0 + offsets)
 # What each file's format cannot state (as configs/correlate/vitbench101.yaml): Auto-Prox's model pools.

@@ -1,6 +1,6 @@
 """Which training-free score ranks both dev files best? Candidates from saved proxy features.
 
-Reads what ``benchmarks/proxy_features.py`` saved (``features.jsonl`` and ``grams.npz``: per
+Reads what ``benchmarks/proxy_selection/proxy_features.py`` saved (``features.jsonl`` and ``grams.npz``: per
 architecture, per-block trace-normalised weight Grams over the probe's identity and top-band
 views, the raw all-parameter kernel, a second initialisation's kernel, NASWOT, per-block feature
 effective ranks, size) and turns them into candidate scores -- all oriented "higher is better".
@@ -12,21 +12,25 @@ columns (OoD-ViT-NAS ImageNet top-1; ViT-Bench-101 CIFAR-100, Flowers-102, Chaoy
 column is the rule because the held-out judgement covers other datasets and spaces: a score that
 is poor on one of the dev columns has no reason to be good on an unseen one.
 
-    python benchmarks/proxy_study.py --features /path/to/features_dir --out docs/proxy_study.md
+    python benchmarks/proxy_selection/proxy_study.py --features /path/to/features_dir --out docs/proxy_study.md
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.groundtruth import load_split
-from pipeline.metrics import banded_kendall_tau, kendall_tau
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import publish  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline.groundtruth import load_split  # noqa: E402
+from pipeline.metrics import banded_kendall_tau, kendall_tau  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
 SPLITS = {"ood": REPO / "configs/correlate/splits/autoformer_tiny_ood_vit_nas.json",
           "vb101": REPO / "configs/correlate/splits/vitbench101_autoformer_tiny_kd.json"}
 COLUMNS = [("ood", "top1"), ("vb101", "cifar100_kd"), ("vb101", "flowers102_kd"), ("vb101", "chaoyang_kd")]
@@ -217,10 +221,7 @@ def main() -> int:
             lines.append(f"| {n} | {score[n]:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

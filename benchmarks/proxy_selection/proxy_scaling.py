@@ -4,15 +4,15 @@ Per space preset (demo, AutoFormer-T/S/B, PiT-T), seeded random architectures ar
 narrow params band of that space (+-``--band`` around the params quartile where depth varies most): there
 every network has about the same size, so a score that only counts layers or only measures
 compute shows it as a large tau with depth or with FLOPs. Each candidate of
-``benchmarks/study_candidates.py`` is computed from the same features as the dev-file study
-(``benchmarks/study_features.py``: the search default's kernel at 3 initialisations, NASWOT, ...),
+``benchmarks/proxy_selection/study_candidates.py`` is computed from the same features as the dev-file study
+(``benchmarks/proxy_selection/study_features.py``: the search default's kernel at 3 initialisations, NASWOT, ...),
 plus any registered proxy named in ``--proxies`` (e.g. AZ-NAS's components once registered).
 
 Per-architecture values go to ``benchmarks/results/proxy_scaling_band.csv`` (long format: one row
 per architecture and value, the first its spec as JSON, appended and fsynced; a rerun computes only what is missing, so
 adding a proxy later scores only it), and the table to ``--out``.
 
-    python benchmarks/proxy_scaling.py --per-space 32 --out docs/proxy_scaling.md [--proxies az_nas]
+    python benchmarks/proxy_selection/proxy_scaling.py --per-space 32 --out docs/proxy_scaling.md [--proxies az_nas]
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import publish  # noqa: E402
 from study_candidates import arch_scores  # noqa: E402
 from study_features import activation_features, kernel_features, structure  # noqa: E402
 
@@ -38,7 +39,7 @@ from pipeline.metrics import kendall_tau  # noqa: E402
 from pipeline.models import count_mlp_units, count_params  # noqa: E402
 from pipeline.space import Limits, SearchSpace  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPACES = ("demo", "autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny")
 SHOWN = ["vintk_flops", "kernel", "kernel - log T", "kernel - log T + log F", "block shape", "block shape + log F",
          "naswot", "naswot shape", "MLP units", "expressivity", "params", "flops"]
@@ -185,10 +186,7 @@ def main() -> int:
             for name in spaces:
                 score_space(name, args.per_space, args.band, proxies, done, writer, fh)
     text = table(done, read_specs(path), spaces, proxies)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ Families:
 Note: a normalised family's tensors are normalised over all its stacked views, so its
 single-view sub-blocks are close to, not exactly, the single-view normalised kernel.
 
-    python benchmarks/vintk_ablation.py --families adam --limit 200 --n 8
-    python benchmarks/vintk_ablation.py --families raw,adam,adam_all --no-compute   # table only
+    python benchmarks/proxy_selection/vintk_ablation.py --families adam --limit 200 --n 8
+    python benchmarks/proxy_selection/vintk_ablation.py --families raw,adam,adam_all --no-compute   # table only
 """
 from __future__ import annotations
 

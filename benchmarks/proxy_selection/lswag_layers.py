@@ -17,7 +17,7 @@ The spike rule (our reading of "the beginning and the end of the spikes"): the b
 log-std lies above the midpoint of the profile's range, (max + min) / 2, form the spike; l-hat and
 L-hat are its first and last bin.
 
-    python benchmarks/lswag_layers.py --limit 100 --out benchmarks/results/lswag_autoformer_tiny_ood.csv
+    python benchmarks/proxy_selection/lswag_layers.py --limit 100 --out benchmarks/results/lswag_autoformer_tiny_ood.csv
 """
 from __future__ import annotations
 
