@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
     # name: (help, "module:function" running it, "module:function" parsing its arguments first).
     # The parsers import no torch or Lightning, so a bad option is refused in a fraction of a second;
     # a command without one parses inside its runner (train: LightningCLI needs Lightning).
-    "search": ("score candidate ViTs at initialisation (naswot) and write the chosen architecture",
+    "search": ("score candidate ViTs at initialisation (ViNTK, size-led: vintk_size) and write the chosen architecture",
                "pipeline.search.command:run", "pipeline.search.settings:parse_config"),
     "train": ("retrain a chosen architecture (--task cls or --task seg)", "pipeline.train.command:main", None),
     "correlate": ("rank architectures with training-free proxies against a ground-truth file",

@@ -62,6 +62,8 @@ ROWS = [
     row("search-folder-probe-without-root", ["search", "--probe.source=folder"], "needs --probe.root"),
     row("search-unknown-proxy", ["search", "--proxy.name=nope"], "--proxy.name: unknown proxy 'nope'", PROXY_S),
     row("search-unknown-proxy-option", ["search", "--proxy.options={foo: 1}"],
+        "proxy 'vintk_size' does not take the option(s) ['foo']; it takes", PROXY_S),
+    row("search-option-to-optionless-proxy", ["search", "--proxy.name=naswot", "--proxy.options={foo: 1}"],
         "proxy 'naswot' does not take the option(s) ['foo']; it takes no options", PROXY_S),
     row("search-proxy-option-fails", ["search", "--proxy.name=vintk", "--proxy.options={weights: [1, 2, 3]}"],
         "weights has 3 values for 2 views", PROXY_S),

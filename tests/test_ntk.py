@@ -251,3 +251,42 @@ def test_vintk_flops_is_seed_averaged_logdet_of_the_reference_kernel_plus_log_fl
         compute_proxy("vintk_flops", spec, x, y, options={"seeds": []})
     with pytest.raises(ValueError, match="seeds must be a list of integer"):
         compute_proxy("vintk_flops", spec, x, y, options={"seeds": "abc"})
+
+
+
+def test_vintk_size_is_log_flops_plus_half_the_mean_per_block_kernel_shape():
+    """Brute force: per-sample gradients of every linear/conv weight by a backward per sample; each
+    block's tensors scaled to trace 1, summed and divided by their number; the mean log eigenvalue
+    of that, averaged over blocks and the 3 initialisations; the search default adds it, times 0.5,
+    to log MACs (millions)."""
+    from pipeline.models import count_flops
+    from pipeline.proxies.ntk import selected_parameters
+
+    space = SearchSpace.load("demo")
+    x, y = probe_batch(6, 32, seed=0, source="demo")
+    for spec in (space.extreme_spec(False), space.extreme_spec(True)):
+        shapes = []
+        for seed in (2, 3, 4):
+            model = disable_fused_attention(build_model(spec, seed=seed)).eval()
+            named = selected_parameters(model, "weights")
+            per_sample = {name: [] for name, _ in named}
+            for i in range(x.shape[0]):
+                grads = torch.autograd.grad(model(x[i:i + 1]).sum(), [p for _, p in named])
+                for (name, _), g in zip(named, grads):
+                    per_sample[name].append(g.flatten().double())
+            blocks: dict[str, list] = {}
+            for name, rows in per_sample.items():
+                if ".attn." in name or ".mlp." in name:
+                    jac = torch.stack(rows)
+                    gram = jac @ jac.T
+                    blocks.setdefault(name.split(".attn.")[0].split(".mlp.")[0], []).append(gram / gram.trace())
+            assert len(blocks) == spec.depth
+            shapes.append(sum(float(torch.log(torch.linalg.eigvalsh(sum(g) / len(g))).mean())
+                              for g in blocks.values()) / len(blocks))
+        expected = math.log(count_flops(spec) / 1e6) + 0.5 * sum(shapes) / 3
+        score = compute_proxy("vintk_size", spec, x, y, seed=2)
+        assert score.valid and score.value == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        heavier = compute_proxy("vintk_size", spec, x, y, seed=2, options={"kernel_weight": 1.0})
+        assert heavier.value - score.value == pytest.approx(0.5 * sum(shapes) / 3, rel=1e-4, abs=1e-4)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        compute_proxy("vintk_size", spec, x, y, options={"seeds": []})

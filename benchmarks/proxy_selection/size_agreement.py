@@ -10,6 +10,8 @@ no limits), each scored with the features of the dev-file study (``benchmarks/pr
 the ViNTK kernel at 3 initialisations, NASWOT, size), so each candidate of
 ``benchmarks/proxy_selection/study_candidates.py`` means here what it means on the dev files. The probe is the one the
 preset's shipped search uses (Fashion-MNIST for the demo, natural photos otherwise), 8 images.
+AutoFormer-S reads the 641 networks of its OoD-ViT-NAS dev file that ``study_features.py`` scored
+(a uniform sample of the space, the same features) unless the CSV holds networks of its own.
 
 Per-architecture values go to ``benchmarks/results/size_agreement.csv`` (long format: one row per
 architecture and value, each architecture's rows appended at once under a lock and fsynced; a rerun
@@ -67,8 +69,28 @@ def probe_source(name: str) -> str:
     return yaml.safe_load(path.read_text())["probe"]["source"] if path.is_file() else "photos"
 
 
+# Presets whose random networks are those of a dev file, already scored by study_features.py with the
+# same features (OoD-ViT-NAS sampled its 1,001 AutoFormer-S networks uniformly from the space): the
+# preset -> that file's features. Scoring 200 more AutoFormer-S networks would cost ~2 CPU-hours here.
+DEV_FEATURES = {"autoformer_small": REPO / "benchmarks" / "results" / "study_features_autoformer_small_ood_vit_nas.csv"}
+
+
+def dev_rows(space: str) -> dict[tuple[str, int], dict[str, float]]:
+    """The dev file's scored networks of ``space`` in read_rows' form (index: row order)."""
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    path = DEV_FEATURES.get(space)
+    if path is None or not path.is_file():
+        return out
+    skip = {"file", "key", "half"}
+    for i, r in enumerate(csv.DictReader(open(path, newline=""))):
+        if r.get("kernel_s2") not in ("", None):
+            out[(space, i)] = {k: float(v) for k, v in r.items() if k not in skip and not k.startswith("gt_") and v != ""}
+    return out
+
+
 def read_rows(path: Path) -> dict[tuple[str, int], dict[str, float]]:
-    """(space, index) -> {name: value}; a line cut short by a kill is ignored (and rewritten)."""
+    """(space, index) -> {name: value}; a line cut short by a kill is ignored (and rewritten). Presets
+    with dev-file features (DEV_FEATURES) and no rows of their own read those."""
     out: dict[tuple[str, int], dict[str, float]] = {}
     if not path.is_file():
         return out
@@ -79,6 +101,9 @@ def read_rows(path: Path) -> dict[tuple[str, int], dict[str, float]]:
             out.setdefault((r["space"], int(r["index"])), {})[r["name"]] = float(r["value"])
         except ValueError:
             continue
+    for space in DEV_FEATURES:
+        if not any(s == space for s, _ in out):
+            out.update(dev_rows(space))
     return out
 
 

@@ -21,7 +21,7 @@ from pipeline.search.settings import ProbeSettings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = CONFIG_DIR / "correlate" / "default.yaml"
 SPLIT_DIR = Path("configs") / "correlate" / "splits"  # committed halves, <ground-truth file stem>.json
-ALL_PROXIES = ["vintk_flops", "vintk", "ntk_cond", "ntk_trace", "ntk_fro", "lga", "dss", "naswot", "synflow",
+ALL_PROXIES = ["vintk_size", "vintk_flops", "vintk", "ntk_cond", "ntk_trace", "ntk_fro", "lga", "dss", "naswot", "synflow",
                "grad_norm", "snip", "params", "flops", "mlp_units"]
 
 Fraction = restricted_number_type("Fraction", float, [(">", 0), ("<=", 1)], join="and")

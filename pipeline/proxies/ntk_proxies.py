@@ -156,7 +156,7 @@ def vintk(spec, images, labels, *, seed, device, views, statistic, combine, weig
 
 
 # ----------------------------------------------------------------- size-aware ViNTK (default)
-# Chosen by the protocol of docs/proxies.md (benchmarks/proxy_study.py): on the tune halves of
+# Chosen by the protocol of docs/proxies.md (benchmarks/proxy_selection/proxy_study.py): on the tune halves of
 # both dev files it had the best worst-column (tau + band tau) / 2 of every candidate tried. The
 # kernel statistic is the mean log eigenvalue of the Adam-normalised weight NTK on the probe
 # images (the Fourier top band lowered the ranking on both files), averaged over three
@@ -173,14 +173,18 @@ VINTK_FLOPS_DEFAULTS = dict(views=["identity"], statistic="logdet", seeds=[0, 1,
                             max_chunk_elems=32 * 2 ** 20)
 
 
-def seed_averaged_statistic(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device,
-                            views: Sequence[str], statistic: str, seeds: Sequence[int], **opts) -> float:
-    """ViNTK's statistic (views summed with equal weight) averaged over initialisations ``seed + s``."""
+def _check_seeds(seeds) -> None:
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"seeds must be a list of integer initialisation offsets, e.g. [0, 1, 2]; got {seeds!r}")
     if not seeds:
         raise ValueError("seeds is empty; give at least one initialisation offset, e.g. [0]")
+
+
+def seed_averaged_statistic(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device,
+                            views: Sequence[str], statistic: str, seeds: Sequence[int], **opts) -> float:
+    """ViNTK's statistic (views summed with equal weight) averaged over initialisations ``seed + s``."""
+    _check_seeds(seeds)
     values = [vintk_score(kernel(spec, images, labels, seed=seed + s, device=device, views=views, **opts),
                           len(views), statistic, "sum", None) for s in seeds]
     return sum(values) / len(values)
@@ -194,3 +198,66 @@ def vintk_flops(spec, images, labels, *, seed, device, flops_weight, **opts) -> 
 
     kernel_term = seed_averaged_statistic(spec, images, labels, seed=seed, device=device, **opts)
     return kernel_term + float(flops_weight) * math.log(count_flops(spec) / 1e6)
+
+
+
+# ------------------------------------------------------- size-led ViNTK (the search default)
+def block_of(param_name: str) -> Optional[str]:
+    """The transformer block a weight belongs to (``blocks.3.attn.qkv.weight`` -> ``blocks.3``; PiT's
+    ``stages.1.2.mlp.fc1.weight`` -> ``stages.1.2``), None outside blocks (patch embedding, pooling, head)."""
+    parts = param_name.split(".")
+    for i, part in enumerate(parts):
+        if part in ("attn", "mlp"):
+            return ".".join(parts[:i])
+    return None
+
+
+def block_shape(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device,
+                views: Sequence[str] = ("identity",), reduction: str = "sum", params: str = "weights",
+                train_mode: bool = False, max_chunk_elems: int = 32 * 2 ** 20) -> float:
+    """Mean over transformer blocks of the mean log eigenvalue of each block's own kernel.
+
+    The Adam-normalised NTK of the weights (vintk_flops' kernel), regrouped: each block's weight
+    tensors, every one scaled to trace 1 as in the whole kernel, summed and divided by their number.
+    Normalising per block removes what the whole kernel's mean log eigenvalue counts besides shape,
+    log(number of weight tensors), i.e. depth; what is left is how distinct the probe images look to
+    the gradients of an average block. No size and no depth count is in it.
+    """
+    from pipeline.proxies.ntk import NEGLIGIBLE_TRACE
+
+    model = disable_fused_attention(build_model(spec, seed=seed)).to(device)
+    stacked = torch.cat([make_view(images, v, seed) for v in views])
+    grams: list = []
+    empirical_ntk(model, stacked, labels.repeat(len(views)), reduction=reduction, params=params,
+                  train_mode=train_mode, seed=seed, normalize=True, max_chunk_elems=max_chunk_elems, grams_out=grams)
+    floor = max(float(g.trace()) for _, g in grams) * NEGLIGIBLE_TRACE
+    blocks: dict[str, list[torch.Tensor]] = {}
+    for name, g in grams:
+        block, trace = block_of(name), float(g.trace())
+        if block is not None and trace > floor:
+            blocks.setdefault(block, []).append(g / trace)
+    if not blocks:
+        raise InvalidScore("no transformer block has a weight with a gradient: nothing to score")
+    return sum(statistic(eigenvalues(sum(gs) / len(gs)), "logdet") for gs in blocks.values()) / len(blocks)
+
+
+# Chosen by issue 28's protocol (docs/proxies.md, "The default: a ViNTK form that agrees with size";
+# benchmarks/proxy_selection/choose_default.py): among the forms of the ViNTK kernel with size whose
+# ranking agrees with size on random networks of every space preset (Kendall tau with log FLOPs >= 0.8:
+# size is the strongest known signal in every ViT space, so a score may reorder networks of similar
+# size but must not overturn it), the lowest mean regret on the tune halves of the three dev files.
+# vintk_flops (log FLOPs + the whole kernel's term) failed that rule on AutoFormer-B, a space of narrow
+# size range where its kernel term's depth count overturned size; the per-block shape has no depth count.
+VINTK_SIZE_DEFAULTS = dict(views=["identity"], seeds=[0, 1, 2], kernel_weight=0.5, reduction="sum",
+                           params="weights", train_mode=False, max_chunk_elems=32 * 2 ** 20)
+
+
+@register("vintk_size", higher_is_better=True,
+          description="search default, size-led ViNTK: log FLOPs + 0.5 x per-block ViNTK shape (3 inits)",
+          forwards=block_shape, **VINTK_SIZE_DEFAULTS)
+def vintk_size(spec, images, labels, *, seed, device, kernel_weight, seeds, **opts) -> float:
+    from pipeline.models.complexity import count_flops
+
+    _check_seeds(seeds)
+    shape = sum(block_shape(spec, images, labels, seed=seed + s, device=device, **opts) for s in seeds) / len(seeds)
+    return math.log(count_flops(spec) / 1e6) + float(kernel_weight) * shape

@@ -63,7 +63,7 @@ class ArchitectureSearch(Callback):
         objective: "score" (the best score within the limits) or "pareto" (score against latency).
     """
 
-    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "naswot",
+    def __init__(self, space: str | SearchSpace, out_dir: str | Path, probe=None, proxy: str = "vintk_size",
                  proxy_options: Optional[dict[str, Any]] = None, strategy: str = "evolution",
                  strategy_options: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
                  seed: int = 0, init_seed: int = 0, probe_size: int = 8, costs=None,

@@ -22,15 +22,16 @@ class ProxySettings:
     """The training-free proxy that scores candidates.
 
     Args:
-        name: a registered proxy; naswot is the default, chosen by mean regret on the tune halves of
-            three dev files (docs/proxies.md); vintk_flops the previous default, vintk the ViNTK
-            reconstruction.
+        name: a registered proxy; vintk_size (log FLOPs + 0.5 x the per-block ViNTK kernel shape) is the
+            default: among the ViNTK forms that agree with size on every space preset, the lowest mean
+            regret on the tune halves of three dev files (docs/proxies.md); naswot and vintk_flops were
+            the previous defaults, vintk is the ViNTK reconstruction.
         init_seed: seeds every candidate's initialisation.
         options: overrides of the proxy's defaults, e.g. {statistic: cond, views: [identity]} for vintk;
             names the proxy does not take are refused.
     """
 
-    name: str = "naswot"
+    name: str = "vintk_size"
     init_seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -134,7 +135,7 @@ def make_parser():
     parser = ArgumentParser(
         prog="python -m pipeline search", exit_on_error=False,
         description="Score candidate ViTs of a search space at initialisation with a training-free proxy "
-                    "(naswot by default), under params/FLOPs limits, with an evolutionary or random "
+                    "(vintk_size by default: ViNTK, size-led), under params/FLOPs limits, with an evolutionary or random "
                     "strategy, optionally under latency / peak-memory limits measured on a device (--latency.*), "
                     "and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
                     "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
