@@ -376,3 +376,15 @@ def test_stage_config_wires_the_refine_stage(tmp_path):
     (tmp_path / "refine").mkdir()
     (tmp_path / "refine" / "arch.yaml").write_text("{}")
     assert stage_config(cfg, "cls", tmp_path)["arch"] == str(tmp_path / "refine" / "arch.yaml")
+
+
+def test_the_sweep_races_the_demo_shortlist_with_the_local_races_brackets():
+    """configs/sweeps/refine_demo.yaml: one run per entrant of the demo config's shortlist, W&B's first hyperband
+    bracket at rung 1 (W&B counts logged values from 0: bracket b is the value of epoch b + 1), the same eta."""
+    import yaml
+
+    sweep = yaml.safe_load((REPO / "configs" / "sweeps" / "refine_demo.yaml").read_text())
+    demo = yaml.safe_load((REPO / "configs" / "refine" / "demo.yaml").read_text())
+    assert sweep["parameters"]["candidate"]["values"] == list(range(demo["top_k"]))
+    assert sweep["early_terminate"] == {"type": "hyperband", "min_iter": demo["min_epochs"] - 1, "eta": demo["eta"]}
+    assert sweep["metric"] == {"name": "refine/selection_top1", "goal": "maximize"}
