@@ -388,3 +388,24 @@ def test_the_sweep_races_the_demo_shortlist_with_the_local_races_brackets():
     assert sweep["parameters"]["candidate"]["values"] == list(range(demo["top_k"]))
     assert sweep["early_terminate"] == {"type": "hyperband", "min_iter": demo["min_epochs"] - 1, "eta": demo["eta"]}
     assert sweep["metric"] == {"name": "refine/selection_top1", "goal": "maximize"}
+
+
+def test_train_takes_a_finished_race_s_winner_as_the_newest_pick(tmp_path):
+    """`train --task cls` without --arch reads the newest pick under out_dir: a search's or a finished race's
+    arch.yaml (refine.json beside it), never a training run's."""
+    from pipeline.search.store import newest_searched_spec
+    from pipeline.space import ArchSpec, Limits, SearchSpace
+
+    space = SearchSpace.load("demo")
+    searched, raced = space.extreme_spec(False), space.largest_within(Limits(max_params=0.8), by="params")
+    for name, spec, marker in (("search", searched, "candidates.jsonl"), ("refine", raced, "refine.json"),
+                               ("cls", searched, "metrics.json")):
+        (tmp_path / name).mkdir()
+        spec.save(tmp_path / name / "arch.yaml")
+        (tmp_path / name / marker).write_text("{}")
+        time.sleep(0.02)
+    os.utime(tmp_path / "cls" / "arch.yaml")                  # the newest file, but a training run's
+    assert newest_searched_spec(tmp_path, space) == tmp_path / "refine" / "arch.yaml"
+    assert ArchSpec.load(newest_searched_spec(tmp_path, space)) == raced
+    (tmp_path / "refine" / "refine.json").unlink()             # an unfinished race has no pick yet
+    assert newest_searched_spec(tmp_path, space) == tmp_path / "search" / "arch.yaml"
