@@ -132,21 +132,34 @@ def test_largest_within_works_for_every_preset():
 
 # ---------------------------------------------------------------------------- shortlist
 def test_shortlist_is_the_searchs_best_plus_the_largest_that_fit_once():
-    from pipeline.refine.shortlist import read_search, shortlist
+    from pipeline.refine.shortlist import read_search, shortlist, size_key
     from pipeline.space import Limits
 
     search = read_search(SEARCH)
     largest = search.space.largest_within(Limits(max_params=0.8, max_flops=25.0), by="params")
     ranked = [c.spec for c in search.ranked]
     assert [c.rank_value for c in search.ranked] == sorted((c.rank_value for c in search.ranked), reverse=True)
+    size = {c.spec: size_key(c.params_m, c.flops_m) for c in search.ranked}
+    # every distinct architecture: the search's best in its order, then the largest (by both: one entrant)
     for k in (2, 4, 8):
-        entrants = shortlist(search, k)
+        entrants = shortlist(search, k, distinct="spec")
         specs = [e.spec for e in entrants]
         assert len(specs) == len(set(specs)) == k and largest in specs
         others = [s for s in specs if s != largest]
-        assert others == [s for s in ranked if s != largest][:len(others)]   # the search's best, in its order
+        assert others == [s for s in ranked if s != largest][:len(others)]
         (big,) = [e for e in entrants if e.spec == largest]
-        assert "largest (params)" in big.roles and "largest (FLOPs)" in big.roles   # by both: one entrant
+        assert big.roles == ("largest (params)", "largest (FLOPs)")
+    # one per size (the default): the fixture's two best are one size (6 layers of E64, heads and order apart)
+    assert size[ranked[0]] == size[ranked[1]]
+    entrants = shortlist(search, 4)
+    sizes = [size_key(e.params_m, e.flops_m) for e in entrants]
+    assert len(set(sizes)) == 4 and entrants[-1].spec == largest and ranked[1] not in [e.spec for e in entrants]
+    best_of_size = {}
+    for spec in ranked:
+        best_of_size.setdefault(size[spec], spec)
+    expected = [s for s in best_of_size.values() if size[s] != sizes[-1]][:3]
+    assert [e.spec for e in entrants[:3]] == expected and [e.search_rank for e in entrants[:3]] == \
+        [ranked.index(s) + 1 for s in expected]
 
 
 def test_a_search_folder_without_candidates_is_refused(tmp_path):

@@ -40,7 +40,7 @@ class Race:
 
         self.cfg = cfg
         search = read_search(cfg["search_dir"])
-        self.entrants = shortlist(search, cfg["top_k"])
+        self.entrants = shortlist(search, cfg["top_k"], cfg["distinct"])
         if len(self.entrants) < 2:
             raise UserError(f"--search_dir={cfg['search_dir']}: only {len(self.entrants)} distinct network(s) to race "
                             "(its candidates and the largest that fit); search more candidates first")

@@ -8,7 +8,7 @@ and data) is checked by the command, still before the first training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, \
     restricted_string_type
@@ -19,7 +19,7 @@ from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_pl
 DEFAULT_CONFIG = CONFIG_DIR / "refine" / "demo.yaml"
 RESULTS_NAME = "results.jsonl"
 # Settings whose change would mix incomparable trainings into one race (checked before continuing one).
-PLAN_KEYS = ("top_k", "eta", "min_epochs", "budget", "holdout", "tie_se", "seed", "recipe", "train_args")
+PLAN_KEYS = ("top_k", "distinct", "eta", "min_epochs", "budget", "holdout", "tie_se", "seed", "recipe", "train_args")
 
 RetrainMultiple = restricted_string_type("RetrainMultiple", r"^\s*\d+(\.\d+)?\s*x\s*$")
 
@@ -62,6 +62,10 @@ def make_parser():
     parser.add_argument("--top_k", type=int, default=8,
                         help="entrants: the search's best distinct candidates plus the largest networks that fit by "
                              "params and by FLOPs (at least 2)")
+    parser.add_argument("--distinct", type=Literal["size", "spec"], default="size",
+                        help="size: at most one entrant per (params, FLOPs), the search's best of that size (networks "
+                             "only the proxy tells apart are not raced against each other); spec: every distinct "
+                             "architecture")
     parser.add_argument("--eta", type=int, default=2,
                         help="each rung keeps the best 1/eta and trains them eta times longer (at least 2)")
     parser.add_argument("--min_epochs", type=PositiveInt, default=7, help="epochs of every entrant in rung 1")

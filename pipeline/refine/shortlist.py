@@ -140,20 +140,40 @@ def largest(search: SearchOutput, by: str):
     return search.space.largest_within(Limits.of_space(search.limits), by=by)
 
 
-def shortlist(search: SearchOutput, top_k: int) -> list[Entrant]:
+def size_key(params_m: float, flops_m: float) -> tuple[float, float]:
+    """Two networks of this size are the same to the race's budget and its tie-break."""
+    return round(params_m, 6), round(flops_m, 6)
+
+
+def shortlist(search: SearchOutput, top_k: int, distinct: str = "size") -> list[Entrant]:
     """The ``top_k`` entrants (fewer when the search has fewer distinct candidates): the search's best, in its
-    order, then the largest networks by params and by FLOPs where they were not among them."""
+    order, then the largest networks by params and by FLOPs where they were not among them.
+
+    ``distinct="size"``: at most one entrant per (params, FLOPs), the best-ranked one; in an isotropic space
+    that is one per multiset of per-layer choices (layer order changes neither), and in the demo space, where a
+    layer's head count changes neither, the default search's seven best differ only in head counts: seven
+    entrants of one size would spend the race on what only the proxy tells apart. ``"spec"``: every distinct
+    architecture counts.
+    """
     from pipeline.models.complexity import complexity
 
     rank_of = {c.spec: i + 1 for i, c in enumerate(search.ranked)}
     roles: dict[Any, list[str]] = {}
     for by, name in (("params", "largest (params)"), ("flops", "largest (FLOPs)")):
         roles.setdefault(largest(search, by), []).append(name)
-    others = [c.spec for c in search.ranked if c.spec not in roles][:max(0, top_k - len(roles))]
+    taken = {size_key(*(x / 1e6 for x in complexity(s))) for s in roles} if distinct == "size" else set()
+    others = []
+    for c in search.ranked:
+        key = size_key(c.params_m, c.flops_m)
+        if c.spec in roles or (distinct == "size" and key in taken):
+            continue
+        taken.add(key)
+        others.append(c.spec)
+    others = others[:max(0, top_k - len(roles))]
     ordered = sorted(others + list(roles), key=lambda s: rank_of.get(s, math.inf))   # unranked largest ones last
     entrants = []
     for spec in ordered:
         params, macs = complexity(spec)
-        role = (["search"] if rank_of.get(spec, math.inf) <= top_k else []) + roles.get(spec, [])
+        role = (["search"] if spec in others or rank_of.get(spec, math.inf) <= top_k else []) + roles.get(spec, [])
         entrants.append(Entrant(spec, round(params / 1e6, 6), round(macs / 1e6, 6), rank_of.get(spec), tuple(role)))
     return entrants
