@@ -195,9 +195,10 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
            "* **largest**: the network with the most parameters that fits (what a user takes without searching); "
            "**largest_flops** the one with the most multiply-adds, where it differs;",
            "* **random1 / random2**: drawn uniformly within the budget (seeds 1 and 2);",
-           "* **refine-sK**: the winner of `python -m pipeline refine` (the demo race: the search's best 6 + the largest "
-           "by params and by FLOPs, successive halving 8 -> 4 -> 2 -> 1 over 7 / 14 / 28 epochs, ranked on 1,000 "
-           "training images held out of its training; docs/refine.md) with refine seed K.", "",
+           "* **refine-sK**: the winner of `python -m pipeline refine` (the demo race: the search's best networks of "
+           "distinct sizes and the largest by params and by FLOPs, 8 in all, successive halving 8 -> 4 -> 2 -> 1 over "
+           "7 / 14 / 28 epochs, ranked on 1,000 training images held out of its training; docs/refine.md) with refine "
+           "seed K.", "",
            *lines, "", *verdict, "", *race_lines, "",
            f"{done} of {expected} training runs finished.", "", "![arms](img/end_to_end.png)", ""]
     atomic_write_text(doc_path, "\n".join(doc))

@@ -64,17 +64,18 @@ def test_promotion_rule_against_a_hand_computed_example():
     assert standard_error(86.0, 1000) == pytest.approx(1.0973, abs=1e-4)
     rs = [Result(0, 86.0, 0.35, 24.0), Result(1, 85.5, 0.30, 20.0), Result(2, 84.0, 0.20, 15.0),
           Result(3, 83.0, 0.10, 8.0)]
-    # keep 2: the best (0, 86.0) ties with 1 (85.5 >= 86.0 - 1.097) but not with 2 (84.0 < 84.903): the smaller
-    # of {0, 1} goes first (1); then 0 is the best left and ties with nobody
-    assert promote(rs, 2, 1000) == [1, 0]
-    assert promote(rs, 2, 1000, tie_se=0) == [0, 1]                           # plain ranking
+    # a rung that keeps several keeps the most accurate: the leader is measured again, never dropped for a tie
+    assert promote(rs, 2, 1000) == [0, 1] and promote(rs, 3, 1000) == [0, 1, 2]
+    # the deciding rung: 1 (85.5 >= 86.0 - 1.097) ties with the best, 2 (84.0 < 84.903) does not: the smaller wins
+    assert promote(rs, 1, 1000) == [1]
+    assert promote(rs, 1, 1000, tie_se=0) == [0]                              # the most accurate
     # two standard errors (2.19 points): 2 (84.0 >= 83.81) ties too and is the smallest
     assert promote(rs, 1, 1000, tie_se=2) == [2]
-    # equal accuracy, equal params: fewer FLOPs, then the lower index
-    eq = [Result(0, 80.0, 0.3, 20.0), Result(1, 80.0, 0.3, 19.0), Result(2, 80.0, 0.3, 19.0)]
-    assert promote(eq, 3, 10 ** 9, tie_se=0) == [1, 2, 0]
     # a large split: 86.0 vs 85.5 is a real difference, the larger network wins on evidence
     assert promote(rs, 1, 10 ** 6) == [0]
+    # equal accuracy: fewer params, then fewer FLOPs, then the lower index
+    eq = [Result(0, 80.0, 0.3, 20.0), Result(1, 80.0, 0.3, 19.0), Result(2, 80.0, 0.3, 19.0), Result(3, 80.0, 0.2, 30.0)]
+    assert promote(eq, 4, 10 ** 9) == [3, 1, 2, 0] and promote(eq, 1, 10 ** 9, tie_se=0) == [3]
 
 
 # ---------------------------------------------------------------- the largest that fits

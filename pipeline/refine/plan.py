@@ -8,13 +8,13 @@ so rung r costs ``n_r x (epochs_r - epochs_{r-1})`` epochs of one candidate and 
 trained twice. A ``budget`` (in those epochs) keeps the longest prefix of rungs it pays for; the
 last rung kept then names the winner. A budget below rung 1 is refused.
 
-**Promotion** (the same rule in every rung, and the only place a winner is decided): take the
-best remaining candidate by the selection metric; every remaining candidate within ``tie_se``
-standard errors of it counts as tied, and of those the smallest network (params, then FLOPs)
-goes on. Repeat until ``keep`` are chosen. The standard error is that of the best one's accuracy
-on the selection split, ``sqrt(p (1 - p) / n)``: differences below it are what a redraw of the
-split could reverse, so they are not allowed to buy a larger network. With ``tie_se = 0`` the
-rule is plain top-``keep``.
+**Promotion.** A rung that keeps several keeps the best ``floor(n_r / eta)`` by the selection
+metric (equal accuracies: the smaller network first); the next rung measures them again, after more
+training, so a leader is never dropped for being within noise of a smaller network. The rung that
+keeps one decides the winner, where no later measurement can: every entrant within ``tie_se``
+standard errors of the best one's accuracy on the selection split, ``sqrt(p (1 - p) / n)``, is tied
+with it, and the smallest of them (params, then FLOPs) wins -- a difference a redraw of the split
+could reverse does not buy a larger network. With ``tie_se = 0`` the winner is the most accurate.
 """
 from __future__ import annotations
 
@@ -145,22 +145,15 @@ def standard_error(top1: float, n: int) -> float:
 
 
 def promote(results: Sequence[Result], keep: int, n_images: int, tie_se: float = 1.0) -> list[int]:
-    """The candidates that go on, in the order the rule chooses them (the first is the rung's best).
-
-    Repeatedly: the best remaining by ``top1`` (ties broken by the smaller network, then the lower index)
-    sets the bar; every remaining candidate within ``tie_se`` standard errors of its accuracy
-    (``standard_error(best, n_images)``) is tied with it, and the smallest of them (params, then FLOPs,
-    then index) is chosen.
-    """
+    """The entrants that go on, best first: the ``keep`` most accurate (equal accuracies: the smaller network,
+    then the lower index first); when ``keep`` is 1 (the deciding rung), the smallest network (params, then
+    FLOPs, then index) within ``tie_se`` standard errors (``standard_error(best, n_images)``) of the best."""
     if keep < 1:
-        raise ValueError(f"keep={keep}: at least one candidate goes on")
-    left = list(results)
-    chosen: list[int] = []
-    while left and len(chosen) < keep:
-        best = max(left, key=lambda r: (r.top1, -r.params, -r.flops, -r.candidate))
-        margin = tie_se * standard_error(best.top1, n_images)
-        tied = [r for r in left if r.top1 >= best.top1 - margin - 1e-9]
-        pick = min(tied, key=lambda r: (r.params, r.flops, r.candidate))
-        chosen.append(pick.candidate)
-        left.remove(pick)
-    return chosen
+        raise ValueError(f"keep={keep}: at least one entrant goes on")
+    ranked = sorted(results, key=lambda r: (-r.top1, r.params, r.flops, r.candidate))
+    if keep > 1 or not ranked:
+        return [r.candidate for r in ranked[:keep]]
+    best = ranked[0]
+    margin = tie_se * standard_error(best.top1, n_images)
+    tied = [r for r in ranked if r.top1 >= best.top1 - margin - 1e-9]
+    return [min(tied, key=lambda r: (r.params, r.flops, r.candidate)).candidate]

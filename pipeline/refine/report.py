@@ -56,18 +56,21 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def plot_race(path: Path, state, entrants: Sequence[Any], plan: Sequence[Rung], title: str) -> Path:
-    """Selection top-1 against epochs: one line per entrant through the rungs it reached; the winner bold,
-    the largest networks that fit dashed, each entrant's last point marked where it was dropped."""
+    """Selection top-1 against epochs, +- its standard error: one line per entrant through the rungs it reached;
+    the winner bold, the largest networks that fit dashed, an x where an entrant was dropped."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.5, 4.2), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     colors = [f"C{i % 10}" for i in range(len(entrants))]
     for c, e in enumerate(entrants):
-        points = [(r.rung.epochs, float(r.lines[c]["top1"])) for r in state.rungs if c in r.lines]
+        points = [(r.rung.epochs, float(r.lines[c]["top1"]), standard_error(float(r.lines[c]["top1"]),
+                                                                            int(r.lines[c]["n_images"])))
+                  for r in state.rungs if c in r.lines]
         if not points:
             continue
-        xs, ys = zip(*points)
+        xs, ys, ses = zip(*points)
+        ax.errorbar(xs, ys, yerr=ses, fmt="none", ecolor=colors[c], alpha=0.35, capsize=2)
         winner = state.winner == c
         largest = any(role.startswith("largest") for role in e.roles)
         ax.plot(xs, ys, marker="o", color=colors[c], linewidth=3 if winner else 1.2,
@@ -79,7 +82,7 @@ def plot_race(path: Path, state, entrants: Sequence[Any], plan: Sequence[Rung], 
                        color=colors[c], zorder=3)
     ax.set_xticks([r.epochs for r in plan])
     ax.set_xlabel("epochs trained (rung boundaries)")
-    ax.set_ylabel("top-1 on the selection split (%)")
+    ax.set_ylabel("top-1 on the selection split (%, +- SE)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower right")

@@ -74,8 +74,9 @@ def make_parser():
                              "retrains of the recipe; rungs beyond it are dropped; null = the whole race")
     parser.add_argument("--holdout", type=HoldoutSettings, default=HoldoutSettings())
     parser.add_argument("--tie_se", type=NonNegativeFloat, default=1.0,
-                        help="candidates within this many standard errors of the rung's best (on the selection "
-                             "split) are tied, and the smaller network goes on; 0 = plain ranking")
+                        help="the winner: the smallest entrant within this many standard errors of the last "
+                             "rung's best (on the selection split); 0 = the most accurate. Rungs that keep several "
+                             "keep the most accurate")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds every entrant's training (initialisation, data order) and, unless "
                              "holdout.seed is set, the selection split")
