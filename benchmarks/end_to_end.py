@@ -12,7 +12,7 @@ several training seeds:
 * **random1**, **random2**: two networks drawn uniformly within the budget (seeds 1 and 2);
 * **refine-s0**, **refine-s1**, ...: the winner of `python -m pipeline refine` (the shipped demo race
   after the default search) run with that refine seed (its entrants' training seeds and its selection
-  split); a winner two refine seeds share is retrained once.
+  split); a winner two refine seeds share, or that is another arm's network, is retrained once.
 
 Every run is an ordinary `python -m pipeline ...` in its own folder under ``--out``; rerunning the script
 skips finished runs and resumes an interrupted one (``--resume``; a race continues from its log). Results:
@@ -250,7 +250,10 @@ def main() -> None:
         nets[name] = summary["spec"]
         from pipeline.groundtruth.sampling import arch_id
 
-        arch_of[name] = (args.out / name / "arch.yaml", f"cls-refine-{arch_id(summary['spec'])}")   # shared by winner
+        same = next((n for n in BASE if n in nets and nets[n] == summary["spec"]), None)
+        # a winner that is another arm's network (or another race's) is retrained once, under one name
+        arch_of[name] = arch_of[same] if same else (args.out / name / "arch.yaml",
+                                                    f"cls-refine-{arch_id(summary['spec'])}")
     rows = []
     for seed in args.seeds:   # seed-major: a stopped run has every network on the first seeds
         for name in nets:
