@@ -45,6 +45,13 @@ class Race:
             raise UserError(f"--search_dir={cfg['search_dir']}: only {len(self.entrants)} distinct network(s) to race "
                             "(its candidates and the largest that fit); search more candidates first")
         recipe = recipe_config(cfg["recipe"], cfg["train_args"])
+        t = recipe["trainer"]
+        if t.get("devices") not in (1, "1") and not (isinstance(t.get("devices"), list) and len(t["devices"]) == 1) \
+                or int(t.get("num_nodes") or 1) != 1:
+            raise UserError(f"--recipe trains on trainer.devices={t.get('devices')}, num_nodes={t.get('num_nodes')}: "
+                            "refine trains each entrant in one process on one device; give the race more devices "
+                            "with --workers=N (one GPU each; --trainer.accumulate_grad_batches keeps the recipe's "
+                            "global batch) and --trainer.devices=1")
         self.recipe_epochs = int(recipe["trainer"].get("max_epochs") or 0)
         if self.recipe_epochs < 1:
             raise UserError(f"--recipe={cfg['recipe']}: its trainer.max_epochs ({recipe['trainer'].get('max_epochs')}) "
@@ -163,9 +170,17 @@ def work(race: Race, claims, worker: str, progress=None, on_state=None) -> int:
         raise
 
 
-def start_workers(race: Race, n: int, threads: int, name: str) -> list[tuple[subprocess.Popen, Path]]:
-    """``n`` more worker processes on this machine: the same race from its saved config, W&B off, each
-    with its output in ``workers/<name>.log``."""
+def gpu_per_worker(workers: int) -> bool:
+    """Whether each of ``workers`` processes gets a GPU of its own (this process the first): on a machine with at
+    least that many visible GPUs, unless CUDA_VISIBLE_DEVICES already says which to use."""
+    import torch
+
+    return workers > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ and torch.cuda.device_count() >= workers
+
+
+def start_workers(race: Race, n: int, threads: int, name: str, gpus: bool) -> list[tuple[subprocess.Popen, Path]]:
+    """``n`` more worker processes on this machine: the same race from its saved config, W&B off, GPU i for
+    worker i when ``gpus``, each with its output in ``workers/<name>-w<i>.log``."""
     logs = race.run_dir / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -173,9 +188,19 @@ def start_workers(race: Race, n: int, threads: int, name: str) -> list[tuple[sub
         log = logs / f"{name}-w{i}.log"
         argv = [sys.executable, "-m", "pipeline", "refine", "--config", str(race.run_dir / "config.yaml"),
                 "--workers=1", f"--worker={name}-w{i}", f"--threads={threads}", "--wandb.mode=disabled"]
+        env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {})}
         with open(log, "ab") as out:
-            procs.append((subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=Path.cwd()), log))
+            procs.append((subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=Path.cwd(), env=env), log))
     return procs
+
+
+def stop_workers(children: list[tuple[subprocess.Popen, Path]]) -> None:
+    """End the worker processes this command started (a claim they held is freed: their pid is gone)."""
+    for proc, _ in children:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc, _ in children:
+        proc.wait()
 
 
 # ----------------------------------------------------------------------------- the outputs
@@ -258,7 +283,10 @@ def _race(race: Race, claims, worker: str, threads: Optional[int], console) -> i
 
     cfg = race.cfg
     logger = wandb_logger(cfg, race.run_dir, job_type="refine", name=f"{cfg['run_name']}-{worker}")
-    children = start_workers(race, cfg["workers"] - 1, threads or 1, worker) if cfg["workers"] > 1 else []
+    gpus = gpu_per_worker(cfg["workers"])
+    children = start_workers(race, cfg["workers"] - 1, threads or 1, worker, gpus) if cfg["workers"] > 1 else []
+    if gpus:   # this worker: the first GPU (CUDA is not initialised yet)
+        os.environ["CUDA_VISIBLE_DEVICES"] = "0"
     logged: set[int] = set()
     started = time.time()
     total = plan_cost(race.plan)
@@ -294,11 +322,14 @@ def _race(race: Race, claims, worker: str, threads: Optional[int], console) -> i
             mine = work(race, claims, worker, progress, on_state)
             bar.update(task, description="done", completed=total)
     except KeyboardInterrupt:
+        stop_workers(children)
         console.print(f"interrupted; finished trainings are in {race.log}. Rerun the same command to continue.")
         return 130
-    finally:
-        for proc, _ in children:
-            proc.wait()
+    except BaseException:
+        stop_workers(children)
+        raise
+    for proc, _ in children:   # the race is decided: they are done, or finishing their last training
+        proc.wait()
     failed = [(p, log) for p, log in children if p.returncode != 0]
     if failed:
         console.print(f"{len(failed)} worker process(es) failed; see {', '.join(str(log) for _, log in failed)}")
