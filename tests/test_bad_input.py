@@ -117,6 +117,9 @@ ROWS = [
         "--budget=0.5x: a budget of 20 epochs is below one rung", LIGHTNING_S),
     row("refine-recipe-key", ["refine", f"--search_dir={REFINE_SEARCH}", "--train_args=[--trainer.bogus=1]"],
         "unknown option(s) --trainer.bogus=1", LIGHTNING_S),
+    row("refine-recipe-ddp", ["refine", f"--search_dir={REFINE_SEARCH}", "--train_args=[--trainer.devices=2]"],
+        "refine trains each entrant in one process on one device; give the race more devices with --workers=N",
+        LIGHTNING_S),
     # run
     row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'refine', 'cls', 'seg']",
         LIGHTNING_S),

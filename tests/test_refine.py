@@ -243,7 +243,7 @@ def test_the_race_trains_on_the_rest_ranks_on_the_split_and_never_reads_the_vali
 def reference(tmp_path_factory):
     """An uninterrupted tiny race, one worker: what every other way of running it must reproduce."""
     out = tmp_path_factory.mktemp("refine")
-    r = run_cli(*refine_args(out, "ref"), env={"OMP_NUM_THREADS": "1"})
+    r = run_cli(*refine_args(out, "ref", "--wandb.mode=offline"), env={"OMP_NUM_THREADS": "1"})   # W&B logged too
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "ref", r
 
@@ -278,6 +278,11 @@ def test_the_demo_race_writes_its_outputs_and_a_rerun_trains_nothing(reference, 
     split = json.loads((run_dir / "selection_split.json").read_text())
     assert split["held_out"] == 1000 and split["trained_on"] == 4000 and split["seed"] == 0
     assert (run_dir / "refine.png").stat().st_size > 10_000
+    from conftest import offline_artifact_has
+
+    assert offline_artifact_has(run_dir, run_dir / "arch.yaml", run_dir / "rungs.csv")   # the winner, the race
+    logs = b"".join(p.read_bytes() for p in run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert b"refine/rung1" in logs and b"refine/rung2" in logs and b"refine/selection_top1/entrant0" in logs
     again = run_cli(*refine_args(run_dir.parent, "ref"), env={"OMP_NUM_THREADS": "1"})
     assert again.returncode == 0 and "0 training(s) by this worker" in again.stdout, again.stderr[-2000:]
     assert _by_item(run_dir) == items
