@@ -428,3 +428,35 @@ def test_train_takes_a_finished_race_s_winner_as_the_newest_pick(tmp_path):
     assert ArchSpec.load(newest_searched_spec(tmp_path, space)) == raced
     (tmp_path / "refine" / "refine.json").unlink()             # an unfinished race has no pick yet
     assert newest_searched_spec(tmp_path, space) == tmp_path / "search" / "arch.yaml"
+
+
+def test_help_lists_refine_and_its_typed_options():
+    top = run_cli("--help")
+    assert top.returncode == 0 and "refine" in top.stdout
+    r = run_cli("refine", "--help")
+    assert r.returncode == 0, r.stderr
+    for text in ("--top_k", "--eta", "--min_epochs", "PositiveInt", "--budget", "RetrainMultiple", "--holdout.fraction",
+                 "OpenUnitInterval", "--tie_se", "--workers", "--candidate", "--distinct", "--wandb.mode"):
+        assert text in r.stdout, text
+
+
+def test_holdout_of_an_image_folder_is_stratified_and_serves_the_validation_loop(tmp_path):
+    from PIL import Image
+
+    from pipeline.classification import ClassificationDataModule
+
+    for split, n in (("train", 10), ("val", 2)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / split / c / f"{i}.png")
+    dm = ClassificationDataModule(source="folder", root=str(tmp_path), image_size=8, holdout=0.3, holdout_seed=1,
+                                  validate_on="holdout", batch_size=2)
+    assert dm.classes == ["a", "b"]
+    held = dm.holdout_indices
+    labels = dm.train_set.dataset.targets
+    assert [sum(labels[i] == c for i in held) for c in (0, 1)] == [3, 3]
+    assert not set(held) & set(dm.train_set.indices) and len(dm.train_set) == 14 and len(dm.val_set) == 6
+    assert all("/train/" in dm.val_set.dataset.samples[i][0] for i in dm.val_set.indices)
+    image, label = dm.val_set[0]
+    assert tuple(image.shape) == (3, 8, 8) and label == labels[held[0]]
