@@ -12,7 +12,8 @@ A share of the training images can be held out (``holdout``: class-stratified, s
 ``holdout_seed``, see :mod:`pipeline.data.holdout`): training then sees the rest, and with
 ``validate_on: holdout`` the validation loop scores the held-out images (with the validation
 transform) instead of the validation split, which is then never read. ``refine`` ranks its
-candidates that way; the default (``holdout: 0``) changes nothing.
+candidates that way (these settings are the race's: ``train``'s options do not offer them); the
+default (``holdout: 0``) changes nothing.
 
 Train and validation transforms come from timm's ``create_transform`` with the config's ``aug``
 settings (RandomResizedCrop scale/ratio, flips, colour jitter, RandAugment, random erasing; the

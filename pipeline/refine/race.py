@@ -127,7 +127,8 @@ def race_state(plan: Sequence[Rung], sizes: Sequence[tuple[float, float]], done:
 
 # --------------------------------------------------------------------------- one training
 def race_recipe(recipe: dict[str, Any], holdout: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The recipe as the race trains it: the selection split held out of training and scored instead of val."""
+    """The recipe as the race trains it: the selection split held out of training and scored instead of val
+    (data-module settings of the race alone: `train` keeps every training image and reports on val)."""
     cfg = copy.deepcopy(recipe)
     split_seed = seed if holdout.get("seed") is None else int(holdout["seed"])
     cfg["data"].update(holdout=float(holdout["fraction"]), holdout_seed=split_seed, validate_on="holdout")
