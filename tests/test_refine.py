@@ -105,7 +105,7 @@ def test_largest_within_agrees_with_brute_force_on_the_demo_space():
         limits = Limits(**window)
         fit = [n for n in _every_demo_network() if limits.admits(n[0] / 1e6, n[1] / 1e6)]
         for by in ("params", "flops"):
-            def key(n):
+            def key(n, by=by):
                 return ((n[0], n[1]) if by == "params" else (n[1], n[0])) + (n[2],)
 
             best = max(key(n) for n in fit)
