@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
                   "pipeline.correlate.command:run", "pipeline.correlate.settings:parse_config"),
     "groundtruth": ("train sampled architectures of a space on your data: a ground-truth file for correlate",
                     "pipeline.groundtruth.command:run", "pipeline.groundtruth.settings:parse_config"),
+    "refine": ("race the search's best and the largest networks that fit by a short training on your data; "
+               "write the winner", "pipeline.refine.command:run", "pipeline.refine.settings:parse_config"),
     "run": ("search, then retrain for classification and segmentation, in one command", "pipeline.run.command:run",
             "pipeline.run.settings:parse_config"),
 }

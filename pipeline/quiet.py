@@ -37,6 +37,8 @@ LIGHTNING_INFO: tuple[tuple[str, str], ...] = (
     (r"`Trainer\.fit` stopped: `max_(epochs|steps)=", "the planned end of training, which our summary reports"),
     (r"(Restoring states|Loaded model weights) from the checkpoint (path )?at",
      "the final validation of best.ckpt, reported by our own lines"),
+    (r"Restored all states from the checkpoint at",
+     "a refine rung continuing from the previous rung's checkpoint, which the race's own lines report"),
 )
 LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 

@@ -157,6 +157,21 @@ def _ground_truth_section(run_dir: Path) -> list[str]:
     return ["## The pick against the largest that fits", "", *standing_lines(s, pick, cfg["ground_truth"])]
 
 
+def _refine_section(run_dir: Path) -> list[str]:
+    """The training race's winner (what cls trained), its cost and the race (refine/refine.json, refine.png)."""
+    r = json.loads((run_dir / "refine" / "refine.json").read_text())
+    w = r["winner"]
+    lines = ["## Refine: the training race", "",
+             f"Winner: `{w['short']}` ({w['params_m']:.3f} M params, {w['flops_m']:.1f} M FLOPs; "
+             f"{' + '.join(w['roles'])}), out of {len(r['entrants'])} entrants, chosen on "
+             f"{r['selection_split']['held_out']} training images held out of training. Cost: "
+             f"{r['epochs_trained']} epochs = {r['full_retrains']:.2f} full retrains. Every entrant and rung: "
+             "[refine/rungs.csv](refine/rungs.csv).", ""]
+    if (run_dir / "refine" / "refine.png").is_file():
+        lines += ["![the race](refine/refine.png)", ""]
+    return lines
+
+
 def _wants_ground_truth(run_dir: Path) -> bool:
     import yaml
 
@@ -167,7 +182,7 @@ def _wants_ground_truth(run_dir: Path) -> bool:
 def write_report(run_dir: Path) -> Path:
     """(Re)write ``run_dir/report.md`` from whatever stages have finished."""
     run_dir = Path(run_dir)
-    done = [(stage, run_dir / "stages" / f"{stage}.done.json") for stage in ("search", "cls", "seg")]
+    done = [(stage, run_dir / "stages" / f"{stage}.done.json") for stage in ("search", "refine", "cls", "seg")]
     timings = {stage: json.loads(p.read_text())["seconds"] for stage, p in done if p.is_file()}
     lines = [f"# Run `{run_dir.name}`", ""]
     if timings:
@@ -176,6 +191,8 @@ def write_report(run_dir: Path) -> Path:
         lines += _search_section(run_dir)
     if (run_dir / "search" / "arch.yaml").is_file() and _wants_ground_truth(run_dir):
         lines += _ground_truth_section(run_dir)
+    if (run_dir / "refine" / "refine.json").is_file():
+        lines += _refine_section(run_dir)
     if (run_dir / "cls").is_dir():
         lines += _cls_section(run_dir)
     if (run_dir / "seg").is_dir():

@@ -16,6 +16,8 @@ from conftest import REPO, run_cli
 
 # Four made-up demo-space architectures: a ground truth that needs neither ../shared nor a download.
 TINY_GT = REPO / "tests" / "data" / "tiny_ground_truth.jsonl"
+# A tiny demo search's output folder (10 candidates): what `refine` races.
+REFINE_SEARCH = REPO / "tests" / "data" / "refine_search"
 
 # Refused by the torch-free parser: Python start-up + jsonargparse, ~0.3 s alone on this 2-core box.
 PARSE_S = 5.0
@@ -104,8 +106,25 @@ ROWS = [
         "or name a known benchmark: ood_vit_nas_tiny"),
     row("correlate-unknown-proxy", ["correlate", f"--ground_truth={TINY_GT}", "--proxies=[params,nope]"],
         "--proxies: unknown proxy name(s) ['nope']", PROXY_S),
+    # refine (issue 29): a race that cannot be run is refused before any training
+    row("refine-top-k", ["refine", "--top_k=1"], "--top_k=1: a race needs at least 2 entrants"),
+    row("refine-eta", ["refine", "--eta=1"], "--eta=1: each rung must keep at most half of its entrants"),
+    row("refine-budget-below-a-rung", ["refine", "--budget=50"],
+        "--budget=50 epochs is below one rung: rung 1 trains 8 entrants x 7 epochs = 56 epochs"),
+    row("refine-budget-type", ["refine", "--budget=lots"], "--budget: expected PositiveInt"),
+    row("refine-holdout", ["refine", "--holdout.fraction=1"], "--holdout.fraction: expected OpenUnitInterval"),
+    row("refine-no-search-folder", ["refine", "--search_dir=nowhere"], "--search_dir=nowhere: no such folder"),
+    row("refine-not-a-search-folder", ["refine", "--search_dir=."], "--search_dir=. is not a search's output folder"),
+    row("refine-budget-in-retrains-below-a-rung", ["refine", f"--search_dir={REFINE_SEARCH}", "--budget=0.5x"],
+        "--budget=0.5x: a budget of 20 epochs is below one rung", LIGHTNING_S),
+    row("refine-recipe-key", ["refine", f"--search_dir={REFINE_SEARCH}", "--train_args=[--trainer.bogus=1]"],
+        "unknown option(s) --trainer.bogus=1", LIGHTNING_S),
+    row("refine-recipe-ddp", ["refine", f"--search_dir={REFINE_SEARCH}", "--train_args=[--trainer.devices=2]"],
+        "refine trains each entrant in one process on one device; give the race more devices with --workers=N",
+        LIGHTNING_S),
     # run
-    row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'cls', 'seg']", LIGHTNING_S),
+    row("run-stage-name", ["run", "--stages=[foo]"], "--stages: expected Literal['search', 'refine', 'cls', 'seg']",
+        LIGHTNING_S),
     row("run-unknown-stage-key", ["run", "--cls.optim.nope=1"], "unknown option(s) --cls.optim.nope=1", LIGHTNING_S),
     # train --task cls|seg
     row("train-task", ["train", "--task", "det"], "--task: invalid choice: 'det'"),

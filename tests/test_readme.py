@@ -30,6 +30,8 @@ SHRINK = {
     "correlate": ["--limit=2"],
     "groundtruth": ["--num_archs=2", "--seed_subset=0", "--bands=1", "--train_args=[--trainer.max_epochs=1, "
                     "--trainer.limit_train_batches=2, --trainer.limit_val_batches=1, --trainer.num_sanity_val_steps=0]"],
+    "refine": ["--top_k=2", "--min_epochs=1", "--budget=null",
+               "--train_args=[--trainer.limit_train_batches=2, --trainer.limit_val_batches=1]"],
 }
 
 
@@ -73,7 +75,8 @@ def test_every_readme_command_runs(tmp_path):
             assert done.returncode == 0, (command, done.stderr[-3000:])
     out = tmp_path / "checkpoints"
     for written in ("search-demo/arch.yaml", "cls-demo/model.pt", "seg-demo/metrics.json",
-                    "run-demo/report.md", "search-autoformer_tiny/arch.yaml", "groundtruth-demo/groundtruth.jsonl"):
+                    "run-demo/report.md", "search-autoformer_tiny/arch.yaml", "groundtruth-demo/groundtruth.jsonl",
+                    "refine-demo/arch.yaml"):
         assert (out / written).is_file(), written
     assert list(Path(out / "correlate").rglob("summary.md"))
     # the README's lines that load the exported models run as shown, in the same folder

@@ -38,7 +38,13 @@ SHORTEN = {
     "groundtruth": ["--num_archs=2", "--seed_subset=0", "--bands=1", "--wandb.mode=disabled",
                     "--train_args=[--trainer.max_epochs=1, --trainer.limit_train_batches=2, "
                     "--trainer.limit_val_batches=1, --trainer.num_sanity_val_steps=0]"],
+    # the committed tiny search (the sweep races checkpoints/search-demo), 1 epoch in rung 1: 4 epochs in all
+    "refine": [f"--search_dir={REPO / 'tests' / 'data' / 'refine_search'}", "--min_epochs=1", "--budget=null",
+               "--wandb.mode=disabled", "--train_args=[--trainer.limit_train_batches=2, --trainer.limit_val_batches=1, "
+               "--data.batch_size=16]"],
 }
+# Parameters that only index the same work (each value is parsed below, one of them runs for real).
+INDEX_PARAMETERS = {"candidate"}
 # Commands whose sweep runs share one folder (their workers split its items): they take the run id
 # in nothing, every other sweep gives each run a folder of its own.
 SHARED_FOLDER = {"groundtruth"}
@@ -154,6 +160,9 @@ def _parser(command: str, args: list[str]):
 
         task, rest = _task_option(args)
         return (lambda a: parse_config(task, a)[0]), rest
+    if command == "refine":   # the sweep's search folder may not exist here: the committed tiny search instead
+        parse = _resolve(COMMANDS[command][2])
+        return (lambda a: parse([*a, f"--search_dir={REPO / 'tests' / 'data' / 'refine_search'}"])), args
     return _resolve(COMMANDS[command][2]), args
 
 
@@ -196,7 +205,9 @@ def _runs():
     for path in SWEEPS:
         sweep = _load(path)
         pts = points(sweep)
-        if sweep["method"] == "grid":
+        if sweep["method"] == "grid" and set(sweep["parameters"]) <= INDEX_PARAMETERS:
+            picked = pts[:1]
+        elif sweep["method"] == "grid":
             driver = max(sweep["parameters"], key=lambda k: len(sweep["parameters"][k]["values"]))
             others = [k for k in sweep["parameters"] if k != driver]
             picked = []
@@ -218,7 +229,7 @@ def test_runs_cover_every_value_of_every_parameter():
             continue
         ran = [params for p, params in (c.values for c in _runs()) if p == path]
         for key, spec in sweep["parameters"].items():
-            if key == "worker":   # a name only (groundtruth's agents): each value is parsed above, one runs
+            if key == "worker" or key in INDEX_PARAMETERS:   # a name or an index: each value parsed above, one runs
                 continue
             assert {str(r[key]) for r in ran} == {str(v) for v in spec["values"]}, key
 
@@ -242,6 +253,9 @@ def test_agent_command_runs(path, params, monkeypatch, tmp_path):
     if command == "search":
         assert (run_dir / "arch.yaml").is_file()
         assert saved["strategy"]["evolution"]["population"] == 2, "later arguments win over the agent's"
+    if command == "refine":   # one entrant through the whole schedule, the selection metric every epoch
+        entrant = yaml.safe_load((run_dir / "entrant.json").read_text())
+        assert entrant["entrant"] == params["candidate"] and len(entrant["selection_top1_by_epoch"]) == 4
     for key, value in params.items():
         if key != "strategy.evolution.population":
             assert _get(saved, key) == _expected(value), key

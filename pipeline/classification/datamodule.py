@@ -8,6 +8,13 @@ Sources:
   :class:`pipeline.data.ImageFolderDataset`; layout problems and unreadable images raise
   :class:`pipeline.data.DataError` naming the path.
 
+A share of the training images can be held out (``holdout``: class-stratified, seeded by
+``holdout_seed``, see :mod:`pipeline.data.holdout`): training then sees the rest, and with
+``validate_on: holdout`` the validation loop scores the held-out images (with the validation
+transform) instead of the validation split, which is then never read. ``refine`` ranks its
+candidates that way (these settings are the race's: ``train``'s options do not offer them); the
+default (``holdout: 0``) changes nothing.
+
 Train and validation transforms come from timm's ``create_transform`` with the config's ``aug``
 settings (RandomResizedCrop scale/ratio, flips, colour jitter, RandAugment, random erasing; the
 validation crop ratio ``crop_pct``). Batch mixing (Mixup/CutMix) is done in the LightningModule.
@@ -50,12 +57,17 @@ class ClassificationDataModule(LightningDataModule):
             mixup ones).
         mean, std: normalisation; None uses the source's (Fashion-MNIST or ImageNet statistics).
         pin_memory: pin host memory; ``auto`` = when training on CUDA.
+        holdout: share of every class's training images held out of training (0 = none).
+        holdout_seed: which images are held out.
+        validate_on: what the validation loop scores: the val split, or the held-out training images.
     """
 
     def __init__(self, source: Literal["demo", "folder"] = "demo", root: Optional[str] = None,
                  image_size: Optional[int] = None, batch_size: int = 128, num_workers: Union[int, Literal["auto"]] = 0,
                  aug: Optional[dict[str, Any]] = None, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, pin_memory: Union[bool, Literal["auto"]] = False) -> None:
+                 std: Optional[Sequence[float]] = None, pin_memory: Union[bool, Literal["auto"]] = False,
+                 holdout: float = 0.0, holdout_seed: int = 0,
+                 validate_on: Literal["val", "holdout"] = "val") -> None:
         super().__init__()
         if source not in SOURCES:
             raise DataError(f"data.source={source!r} is unknown; use one of {SOURCES}")
@@ -80,8 +92,17 @@ class ClassificationDataModule(LightningDataModule):
         self.mean = tuple(float(m) for m in mean) if mean else default_mean
         self.std = tuple(float(s) for s in std) if std else default_std
         self.pin_memory = pin_memory
+        if not 0.0 <= float(holdout) < 1.0:
+            raise DataError(f"data.holdout={holdout} must be a share of the training images in [0, 1)")
+        if validate_on not in ("val", "holdout"):
+            raise DataError(f"data.validate_on={validate_on!r}; use val or holdout")
+        if validate_on == "holdout" and not holdout:
+            raise DataError("data.validate_on=holdout needs held-out images: set data.holdout, e.g. 0.2")
+        self.holdout, self.holdout_seed, self.validate_on = float(holdout), int(holdout_seed), validate_on
+        self.holdout_indices: list[int] = []   # into the train split, when holdout > 0
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
+        self._classes: Optional[list[str]] = None
 
     # ------------------------------------------------------------------ transforms
     def train_transform(self):
@@ -115,15 +136,34 @@ class ClassificationDataModule(LightningDataModule):
         """
         if self.train_set is None:
             self.train_set = self._make("train", self.train_transform())
+            self._classes = list(self.train_set.classes)
+            if self.holdout:
+                self._hold_out()
+        if self.validate_on == "holdout":   # the val split is not even indexed
+            return list(self._classes)
         if self.val_set is None:
             self.val_set = self._make("val", self.val_transform())
-        train_classes, val_classes = list(self.train_set.classes), list(self.val_set.classes)
+        train_classes, val_classes = list(self._classes), list(self.val_set.classes)
         if train_classes != val_classes:
             only_train = sorted(set(train_classes) - set(val_classes))
             only_val = sorted(set(val_classes) - set(train_classes))
             raise DataError(f"train and val class folders differ under {self.root}: only in train "
                             f"{only_train[:5]}, only in val {only_val[:5]}; both need the same classes")
         return train_classes
+
+    def _hold_out(self) -> None:
+        """Split the training images: the held-out share (val transform) and the rest (train transform)."""
+        from torch.utils.data import Subset
+
+        from pipeline.data.holdout import stratified_holdout
+
+        full = self.train_set
+        labels = full.targets if hasattr(full, "targets") else full.labels.tolist()
+        self.holdout_indices = stratified_holdout(labels, self.holdout, self.holdout_seed)
+        held = set(self.holdout_indices)
+        self.train_set = Subset(full, [i for i in range(len(full)) if i not in held])
+        if self.validate_on == "holdout":
+            self.val_set = Subset(self._make("train", self.val_transform()), self.holdout_indices)
 
     @property
     def classes(self) -> list[str]:

@@ -7,6 +7,12 @@ through files in ``<out_dir>/<run_name>/``::
 
     search/arch.yaml  --(arch)-->  cls/model.pt  --(backbone_ckpt)-->  seg/metrics.json
 
+With the ``refine`` stage (only when ``--stages`` or the run config names it) the search's folder goes
+to refine, which races its best candidates with the cls stage's recipe and data
+(``stages/refine-recipe.yaml``), and cls trains refine's winner::
+
+    search/  --(search_dir)-->  refine/arch.yaml  --(arch)-->  cls/model.pt  --> ...
+
 and through W&B: every stage is a run of the W&B group ``<run_name>``, and the hand-offs are
 logged as artifacts (``arch-<run>-search``, ``model-<run>-cls``).
 
@@ -29,7 +35,8 @@ from pipeline.config import resolve_path, save_config
 from pipeline.run.settings import parse_config
 from pipeline.utils.io import atomic_write_text, remove_stale_temps
 
-COMMANDS = {"search": ["search"], "cls": ["train", "--task", "cls"], "seg": ["train", "--task", "seg"]}
+COMMANDS = {"search": ["search"], "refine": ["refine"], "cls": ["train", "--task", "cls"],
+            "seg": ["train", "--task", "seg"]}
 
 
 # ---------------------------------------------------------------------------- config
@@ -39,8 +46,12 @@ def stage_config(cfg: dict[str, Any], stage: str, run_dir: Path) -> dict[str, An
     c["out_dir"], c["run_name"] = str(run_dir), stage
     c["wandb"] = {**c["wandb"], **cfg["wandb"], "group": cfg["run_name"]}
     arch, model = run_dir / "search" / "arch.yaml", run_dir / "cls" / "model.pt"
-    if stage == "cls" and arch.is_file():
-        c["arch"] = str(arch)
+    refined = run_dir / "refine" / "arch.yaml"
+    if stage == "refine":   # the search stage's folder, raced with the cls stage's recipe and data
+        c["search_dir"] = str(run_dir / "search")
+        c["recipe"] = str(run_dir / "stages" / "refine-recipe.yaml")
+    if stage == "cls" and (refined.is_file() or arch.is_file()):   # refine's winner when that stage ran
+        c["arch"] = str(refined if refined.is_file() else arch)
     if stage == "seg":
         if model.is_file():
             c["arch"], c["backbone_ckpt"] = None, str(model)  # the spec comes with the checkpoint
@@ -111,12 +122,15 @@ def run(cfg: dict[str, Any]) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     # a run killed while writing its own files leaves their temp files; it owns them, so it removes them
     remove_stale_temps(run_dir, ["config.yaml", "report.md", *(f"{s}_curves.png" for s in COMMANDS)])
-    remove_stale_temps(run_dir / "stages", [f"{s}.{ext}" for s in COMMANDS for ext in ("yaml", "done.json")])
+    remove_stale_temps(run_dir / "stages", [f"{s}.{ext}" for s in COMMANDS for ext in ("yaml", "done.json")]
+                       + ["refine-recipe.yaml"])
     save_config(cfg, run_dir / "config.yaml")
 
     from pipeline.report import write_report
 
     for stage in cfg["stages"]:   # the report is rewritten after each stage: a stopped run has one too
+        if stage == "refine":   # the race trains with the cls stage's recipe: its data; its max_epochs, the cost unit
+            save_config(stage_config(cfg, "cls", run_dir), run_dir / "stages" / "refine-recipe.yaml")
         run_stage(stage, stage_config(cfg, stage, run_dir), run_dir)
         report = write_report(run_dir)
     print(f"[run] finished: {', '.join(cfg['stages'])}; report: {report}")

@@ -1,7 +1,7 @@
 """The run command's options: its own keys plus each stage's whole parser nested under its name.
 
-``--search.*`` is the search command's parser and ``--cls.*`` / ``--seg.*`` the ``train`` parser
-of that task, nested with jsonargparse's ``ActionParser``: ``--cls.trainer.max_epochs=5`` is then
+``--search.*`` is the search command's parser, ``--refine.*`` the refine command's, and ``--cls.*`` /
+``--seg.*`` the ``train`` parser of that task, nested with jsonargparse's ``ActionParser``: ``--cls.trainer.max_epochs=5`` is then
 a typed, checked key exactly as ``train --trainer.max_epochs=5`` is, a typo is refused before the
 first stage starts, and the saved ``config.yaml`` alone reproduces the run. In a run config a
 stage is a config file of that command (a path relative to the run config) or a mapping.
@@ -15,14 +15,19 @@ from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_pl
                              expand_run_name, parse, shipped_configs)
 
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
-STAGES = ("search", "cls", "seg")
-Stage = Literal["search", "cls", "seg"]
+STAGES = ("search", "refine", "cls", "seg")   # the order stages run in
+DEFAULT_STAGES = ("search", "cls", "seg")     # refine runs when --stages or the run config names it
+Stage = Literal["search", "refine", "cls", "seg"]
 
 
 def stage_parser(stage: str):
-    """The parser of the command that runs ``stage``: ``search``, or ``train --task cls|seg``."""
+    """The parser of the command that runs ``stage``: ``search``, ``refine``, or ``train --task cls|seg``."""
     if stage == "search":
         from pipeline.search.settings import make_parser
+
+        return make_parser()
+    if stage == "refine":
+        from pipeline.refine.settings import make_parser
 
         return make_parser()
     from pipeline.train.cli import make_parser
@@ -55,11 +60,15 @@ def make_parser():
     parser.add_argument("--config", action=ActionConfigFile, help="a run config file or a shipped config's name")
     parser.add_argument("--run_name", type=str, default="run", help="outputs go to <out_dir>/<run_name>/")
     parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
-    parser.add_argument("--stages", type=list[Stage], default=list(STAGES),
-                        help="the stages to run, a subset of [search, cls, seg]; always run in that order, "
-                             "finished ones skipped")
+    parser.add_argument("--stages", type=list[Stage], default=list(DEFAULT_STAGES),
+                        help="the stages to run, a subset of [search, refine, cls, seg]; always run in that order, "
+                             "finished ones skipped. refine (a short training race among the search's best and "
+                             "the largest networks that fit, docs/refine.md) runs only when named here")
     parser.add_argument("--search", action=ActionParser(parser=stage_parser("search")),
                         help="the search stage: a search config (path relative to the run config) or its keys")
+    parser.add_argument("--refine", action=ActionParser(parser=stage_parser("refine")),
+                        help="the refine stage (when --stages names it): a refine config or its keys; it races the "
+                             "search stage's candidates with the cls stage's recipe and data")
     for stage in ("cls", "seg"):
         parser.add_argument(f"--{stage}", action=ActionParser(parser=stage_parser(stage)),
                             help=f"the {stage} training stage: a train config or its keys")
@@ -88,8 +97,12 @@ def parse_config(argv: Sequence[str] = ()) -> dict[str, Any]:
     cfg = expand_run_name(as_plain(parser, parse(parser, argv, "run", DEFAULT_CONFIG)))
     check_run_name(cfg["run_name"])
     if not cfg["stages"]:
-        raise ConfigError("--stages: name at least one of [search, cls, seg], e.g. --stages=[search,cls]")
+        raise ConfigError("--stages: name at least one of [search, refine, cls, seg], e.g. --stages=[search,cls]")
     cfg["stages"] = [s for s in STAGES if s in cfg["stages"]]
+    if "refine" in cfg["stages"]:   # top_k, eta, a budget in epochs: refused now, not after the search
+        from pipeline.refine.settings import check_settings
+
+        check_settings(cfg["refine"])
     if cfg["ground_truth"]:
         from pipeline.correlate.settings import metric_columns, resolve_input
 

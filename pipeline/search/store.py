@@ -102,18 +102,19 @@ class CandidateStore:
 
 
 def newest_searched_spec(out_dir: str | Path, space) -> Optional[Path]:
-    """The newest ``arch.yaml`` a search wrote under ``out_dir`` whose spec is in ``space``.
+    """The newest ``arch.yaml`` a search (or a refine race) wrote under ``out_dir`` whose spec is in ``space``.
 
-    Looks at ``<out_dir>/*/arch.yaml`` (``python -m pipeline search``) and
+    Looks at ``<out_dir>/*/arch.yaml`` (``python -m pipeline search`` and ``refine``) and
     ``<out_dir>/*/search/arch.yaml`` (``python -m pipeline run``); a search's folder holds its
-    ``candidates.jsonl``, which tells it from a training run (those write ``arch.yaml`` too).
+    ``candidates.jsonl`` and a finished race's its ``refine.json``, which tell them from a training
+    run (those write ``arch.yaml`` too).
     """
     from pipeline.space import SpecError
 
     found = []
     for pattern in ("*/arch.yaml", "*/search/arch.yaml"):
         for path in Path(out_dir).glob(pattern):
-            if not (path.parent / "candidates.jsonl").is_file():
+            if not ((path.parent / "candidates.jsonl").is_file() or (path.parent / "refine.json").is_file()):
                 continue
             try:
                 space.validate(ArchSpec.load(path))

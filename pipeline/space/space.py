@@ -6,6 +6,7 @@ Sampling, mutation and crossover all take an explicit ``random.Random`` so runs 
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -348,6 +349,135 @@ class SearchSpace:
         raise SpecError(f"no architecture of space {self.name!r} within {limits} after {max_tries} "
                         "random draws: the window is feasible but very narrow; widen the limits")
 
+    # ------------------------------------------------------------ the obvious choice
+    def largest_within(self, limits: Limits, by: str = "params") -> ArchSpec:
+        """The network with the most parameters (``by="params"``) or multiply-adds (``by="flops"``) within
+        ``limits``: what a user takes without searching. Ties: more of the other measure, then more heads
+        in all, then the larger per-layer choices first (layers in descending MLP ratio, then heads).
+
+        Exact, without drawing: params and FLOPs are sums over layers, and within a stage (all layers of
+        an isotropic ViT) a layer's share does not depend on its position, so per embed dim, stage depths
+        and stage/global choices it enumerates the *multisets* of per-layer choices of every stage
+        (AutoFormer-B: 6 per-layer choices, 16 layers: 20,349 multisets) and adds up each layer's share,
+        counted once by :func:`count_params` / :func:`count_flops` on one-layer changes.
+        """
+        import itertools
+
+        import numpy as np
+
+        if by not in ("params", "flops"):
+            raise ValueError(f"by={by!r}; use 'params' or 'flops'")
+        self.check_limits(limits)
+        per_layer = [k for k in ("num_heads", "mlp_ratio") if getattr(self, k).per == "layer"]
+        shared = [k for k in ("num_heads", "mlp_ratio") if k not in per_layer]
+        combos = list(itertools.product(*(getattr(self, k).values for k in per_layer)))
+        primary = 0 if by == "params" else 1
+        best_key, best = None, None
+        for embed in self.embed_dim:
+            for stages in _product(self.stage_depths):
+                for fixed in self._shared_values(shared, stages):
+                    sizes, heads, rows = self._layer_multisets(embed, stages, per_layer, fixed, combos)
+                    params_m, flops_m = sizes[:, 0] / 1e6, sizes[:, 1] / 1e6
+                    ok = np.ones(len(sizes), dtype=bool)
+                    for lo, hi, v in ((limits.min_params, limits.max_params, params_m),
+                                      (limits.min_flops, limits.max_flops, flops_m)):
+                        if lo is not None:
+                            ok &= v >= lo
+                        if hi is not None:
+                            ok &= v <= hi
+                    if not ok.any():
+                        continue
+                    order = np.lexsort((heads, sizes[:, 1 - primary], sizes[:, primary]))
+                    order = order[ok[order]]
+                    top = order[-1]
+                    ties = np.flatnonzero(ok & (sizes == sizes[top]).all(axis=1) & (heads == heads[top]))
+                    for i in ties:
+                        spec = self._spec_of(embed, stages, per_layer, fixed, combos, rows[i])
+                        key = (int(sizes[i, primary]), int(sizes[i, 1 - primary]), int(heads[i]),
+                               spec.mlp_ratio, spec.num_heads, embed, stages)
+                        if best_key is None or key > best_key:
+                            best_key, best = key, spec
+        if best is None:
+            raise SpecError(f"no architecture of space {self.name!r} meets all of {limits} at once; widen the limits")
+        return best
+
+    def _shared_values(self, keys: list[str], stages: Sequence[int]) -> list[dict[str, tuple]]:
+        """Every assignment of the stage- or space-wide choices: key -> one value per stage."""
+        import itertools
+
+        options = []
+        for k in keys:
+            choice = getattr(self, k)
+            if choice.per == "global":
+                options.append([(v,) * len(stages) for v in choice.values])
+            else:
+                options.append(list(itertools.product(choice.values, repeat=len(stages))))
+        return [dict(zip(keys, values)) for values in itertools.product(*options)]
+
+    def _layers(self, stages: Sequence[int], per_layer: list[str], fixed: dict[str, tuple], combos: list,
+                rows: Sequence[Sequence[int]]) -> dict[str, list]:
+        """Per-layer heads and MLP ratios: stage s gets the combos of ``rows[s]`` (indices into ``combos``)."""
+        out: dict[str, list] = {"num_heads": [], "mlp_ratio": []}
+        for s, row in enumerate(rows):
+            for c in row:
+                for j, k in enumerate(per_layer):
+                    out[k].append(combos[c][j])
+                for k, values in fixed.items():
+                    out[k].append(values[s])
+        return out
+
+    def _spec_of(self, embed: int, stages: Sequence[int], per_layer: list[str], fixed: dict[str, tuple],
+                 combos: list, counts) -> ArchSpec:
+        """The spec of per-stage combo counts, each stage's layers in descending (MLP ratio, heads)."""
+        rows = []
+        for s in range(len(stages)):
+            layers = [c for c in range(len(combos)) for _ in range(int(counts[s][c]))]
+            rows.append(layers)
+        layers = self._layers(stages, per_layer, fixed, combos, rows)
+        start, heads, mlps = 0, [], []
+        for d in stages:   # order within each stage: the larger choices first
+            pairs = sorted(zip(layers["mlp_ratio"][start:start + d], layers["num_heads"][start:start + d]),
+                           reverse=True)
+            mlps += [m for m, _ in pairs]
+            heads += [h for _, h in pairs]
+            start += d
+        return self.make_spec(embed, stages, heads, mlps)
+
+    def _layer_multisets(self, embed: int, stages: Sequence[int], per_layer: list[str], fixed: dict[str, tuple],
+                         combos: list):
+        """(params and MACs per multiset, total heads per multiset, per-stage combo counts per multiset)."""
+        import numpy as np
+
+        from pipeline.models.complexity import complexity
+
+        base_rows = [[0] * d for d in stages]
+        layers = self._layers(stages, per_layer, fixed, combos, base_rows)
+        base = np.array(complexity(self.make_spec(embed, stages, layers["num_heads"], layers["mlp_ratio"])),
+                        dtype=np.int64)
+        heads_of = [combos[c][per_layer.index("num_heads")] if "num_heads" in per_layer else 0
+                    for c in range(len(combos))]
+        sizes = base[None, :]
+        heads = np.array([sum(fixed["num_heads"][s] * d for s, d in enumerate(stages))
+                          if "num_heads" in fixed else 0], dtype=np.int64)
+        counts = np.zeros((1, len(stages), len(combos)), dtype=np.int64)
+        for s, d in enumerate(stages):
+            share = np.zeros((len(combos), 2), dtype=np.int64)   # a layer's share, relative to combo 0
+            for c in range(1, len(combos)):
+                rows = [list(r) for r in base_rows]
+                rows[s][0] = c
+                layers = self._layers(stages, per_layer, fixed, combos, rows)
+                share[c] = np.array(complexity(self.make_spec(embed, stages, layers["num_heads"],
+                                                              layers["mlp_ratio"])), dtype=np.int64) - base
+            multisets = _compositions(d, len(combos))
+            stage_sizes = multisets @ share
+            stage_heads = multisets @ np.array(heads_of, dtype=np.int64)
+            sizes = (sizes[:, None, :] + stage_sizes[None, :, :]).reshape(-1, 2)
+            heads = (heads[:, None] + stage_heads[None, :]).reshape(-1)
+            new = np.repeat(counts, len(multisets), axis=0)
+            new[:, s, :] = np.tile(multisets, (len(counts), 1))
+            counts = new
+        return sizes, heads, counts
+
     def log_size(self) -> float:
         """log10 of the number of distinct architectures (for the README / logs)."""
         total = 0.0
@@ -357,6 +487,21 @@ class SearchSpace:
                 n *= len(choice.values) ** len(self._groups(combo, choice.per))
             total += n
         return math.log10(total * len(self.embed_dim))
+
+
+@functools.lru_cache(maxsize=64)
+def _compositions(total: int, parts: int):
+    """Every way to write ``total`` as an ordered sum of ``parts`` counts >= 0 (the multisets of ``total``
+    layers over ``parts`` per-layer choices), one per row of an int64 array."""
+    import numpy as np
+
+    if parts == 1:
+        return np.array([[total]], dtype=np.int64)
+    blocks = []
+    for first in range(total, -1, -1):
+        rest = _compositions(total - first, parts - 1)
+        blocks.append(np.concatenate([np.full((len(rest), 1), first, dtype=np.int64), rest], axis=1))
+    return np.concatenate(blocks)
 
 
 def _product(lists: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:

@@ -30,7 +30,7 @@ INJECTED = {
                       "weight_decay", "opt_eps", "betas", "momentum", "sched", "warmup_epochs", "warmup_lr",
                       "min_lr", "fused", "label_smoothing", "mixup", "cutmix", "mixup_prob", "switch_prob",
                       "mixup_mode"},
-            "data": {"aug"}},
+            "data": {"aug", "holdout", "holdout_seed", "validate_on"}},   # the selection split: refine's
     "seg": {"model": {"spec", "classes", "palette", "val_size", "crop_size", "optim", "evaluation", "trainer"},
             "data": {"seed"}},
 }
