@@ -6,6 +6,7 @@ these networks ("arms") are retrained with the full demo recipe (`train --task c
 several training seeds:
 
 * **pick**: what `python -m pipeline search` (the shipped default) chooses;
+* **vintk_flops**: what the same search chooses with the previous ViNTK default (`--proxy.name=vintk_flops`);
 * **largest**: the largest network that fits, by params (``SearchSpace.largest_within``: ties go to
   more FLOPs, then more heads, then larger per-layer choices first) -- what a user takes without
   searching; **largest_flops**, the largest by FLOPs, when it is another network;
@@ -45,7 +46,7 @@ from pipeline.models.complexity import complexity  # noqa: E402
 from pipeline.space import ArchSpec, Limits, SearchSpace  # noqa: E402
 from pipeline.utils.io import atomic_write, atomic_write_text  # noqa: E402
 
-BASE = ("pick", "largest", "largest_flops", "random1", "random2")
+BASE = ("pick", "vintk_flops", "largest", "largest_flops", "random1", "random2")
 # --smoke: every stage as short as it runs (what is checked is the script's plumbing, not the numbers).
 SMOKE = {"search": ["--strategy.evolution.generations=1", "--strategy.evolution.population=6"],
          "train": ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"],
@@ -73,7 +74,12 @@ def base_networks(out: Path, threads: int, smoke: bool) -> dict[str, ArchSpec]:
     if not (out / "search" / "arch.yaml").is_file():
         pipeline("search", f"--out_dir={out}", "--run_name=search", "--wandb.mode=disabled",
                  *(SMOKE["search"] if smoke else []), threads=threads)
-    nets = {"pick": ArchSpec.load(out / "search" / "arch.yaml"), "largest": largest_that_fits(space, limits)}
+    if not (out / "search-vintk_flops" / "arch.yaml").is_file():
+        pipeline("search", f"--out_dir={out}", "--run_name=search-vintk_flops", "--proxy.name=vintk_flops",
+                 "--wandb.mode=disabled", *(SMOKE["search"] if smoke else []), threads=threads)
+    nets = {"pick": ArchSpec.load(out / "search" / "arch.yaml"),
+            "vintk_flops": ArchSpec.load(out / "search-vintk_flops" / "arch.yaml"),
+            "largest": largest_that_fits(space, limits)}
     by_flops = largest_that_fits(space, limits, by="flops")
     if by_flops != nets["largest"]:
         nets["largest_flops"] = by_flops
@@ -192,6 +198,7 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
            "*vs largest* is the mean over training seeds of (this network - the largest that fits) on the same seed, "
            "+- its standard error (sd of the differences / sqrt(n)).", "",
            "* **pick**: the shipped search's choice (`python -m pipeline search`, its default proxy and seed);",
+           "* **vintk_flops**: the same search's choice with the previous ViNTK default (`--proxy.name=vintk_flops`);",
            "* **largest**: the network with the most parameters that fits (what a user takes without searching); "
            "**largest_flops** the one with the most multiply-adds, where it differs;",
            "* **random1 / random2**: drawn uniformly within the budget (seeds 1 and 2);",
