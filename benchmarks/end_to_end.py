@@ -124,6 +124,63 @@ def train(out: Path, arch: Path, run_name: str, seed: int, threads: int, smoke: 
     return json.loads((run / "metrics.json").read_text())
 
 
+def val_predictions(run: Path) -> "np.ndarray":
+    """The class each validation image gets from a finished run's ``model.pt`` (the reported weights),
+    through the demo config's own validation loader (the same images and transform as ``train``)."""
+    import numpy as np
+    import torch
+
+    from pipeline.classification.datamodule import ClassificationDataModule
+    from pipeline.classification.export import load_exported
+    from pipeline.models import build_model
+
+    spec, state = load_exported(run / "model.pt")
+    net = build_model(spec)
+    net.load_state_dict(state)
+    net.eval()
+    dm = ClassificationDataModule(source="demo", image_size=spec.img_size, batch_size=250)
+    dm.setup("validate")
+    with torch.no_grad():
+        return np.concatenate([net(x).argmax(1).numpy() for x, _ in dm.val_dataloader()])
+
+
+def noise_sources(out: Path, arch_of: dict[str, tuple[Path, str]], acc: dict[str, dict[int, float]],
+                  baseline: str = "largest") -> list[str]:
+    """Which noise dominates a paired difference "arm - largest"? Two parts, measured on the runs:
+
+    * training: the sd over seeds of the paired differences (what the table's standard error is made of);
+    * the validation sample: two networks that disagree on a share d of the n validation images have
+      accuracies whose difference, as an estimate of the difference on unseen images, has a standard
+      error of about sqrt(d / n) (McNemar): it is the same for every seed (the same images), so no
+      number of seeds averages it away.
+    """
+    import numpy as np
+
+    lines = ["| arm | seeds | sd of the paired differences over seeds (training) | disagreement with largest on val | "
+             "val-sample SE of a difference, sqrt(d/n) |", "|---|---:|---:|---:|---:|"]
+    cache: dict[Path, "np.ndarray"] = {}
+
+    def preds(run: Path) -> "np.ndarray":
+        if run not in cache:
+            cache[run] = val_predictions(run)
+        return cache[run]
+
+    for name, by_seed in acc.items():
+        if name == baseline or baseline not in acc:
+            continue
+        seeds = sorted(set(by_seed) & set(acc[baseline]))
+        runs = [(out / f"{arch_of[name][1]}-s{s}", out / f"{arch_of[baseline][1]}-s{s}") for s in seeds]
+        runs = [(a, b) for a, b in runs if (a / "model.pt").is_file() and (b / "model.pt").is_file()]
+        if len(seeds) < 2 or not runs:
+            continue
+        diffs = [by_seed[s] - acc[baseline][s] for s in seeds]
+        d = float(np.mean([np.mean(preds(a) != preds(b)) for a, b in runs]))
+        n = len(preds(runs[0][0]))
+        lines.append(f"| {name} | {len(seeds)} | {statistics.stdev(diffs):.2f} | {100 * d:.1f}% | "
+                     f"{100 * math.sqrt(d / n):.2f} |")
+    return lines
+
+
 def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
     """Mean and standard error of a - b over the seeds both have, and how many."""
     seeds = sorted(set(a) & set(b))
@@ -135,7 +192,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]
 
 
 def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int], races: list[dict],
-                  results: Path, doc_path: Path, png: Path) -> None:
+                  results: Path, doc_path: Path, png: Path, noise: list[str] = ()) -> None:
     header = ["network", "arch", "params_m", "flops_m", "seed", "top1", "wall_min"]
     atomic_write_text(results / "end_to_end.csv",
                       "\n".join([",".join(header)] + [",".join(f'"{r[h]}"' if h == "arch" else str(r[h]) for h in header)
@@ -207,6 +264,10 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
            "7 / 14 / 28 epochs, ranked on 1,000 training images held out of its training; docs/refine.md) with refine "
            "seed K.", "",
            *lines, "", *verdict, "", *race_lines, "",
+           *(["**Which noise dominates a paired difference?** Training noise is the sd over seeds of the paired "
+              "differences (the table's standard error is it / sqrt(n)); the validation sample adds, for every seed "
+              "alike, about sqrt(d / n) for two networks that disagree on a share d of the n images "
+              "(`noise_sources` in the script):", "", *noise, ""] if noise else []),
            f"{done} of {expected} training runs finished.", "", "![arms](img/end_to_end.png)", ""]
     atomic_write_text(doc_path, "\n".join(doc))
     from matplotlib.figure import Figure
@@ -276,6 +337,11 @@ def main() -> None:
                          "wall_min": round(m.get("wall_time_s", time.time() - start) / 60, 1)})
             write_outputs(rows, nets, args.seeds, races, results, doc / "end_to_end.md",
                           (doc / "img" if not args.smoke else doc) / "end_to_end.png")
+    if rows:   # once at the end: it reads every run's weights
+        acc = {name: {r["seed"]: r["top1"] for r in rows if r["network"] == name} for name in nets}
+        noise = noise_sources(args.out, arch_of, {k: v for k, v in acc.items() if v})
+        write_outputs(rows, nets, args.seeds, races, results, doc / "end_to_end.md",
+                      (doc / "img" if not args.smoke else doc) / "end_to_end.png", noise)
 
 
 if __name__ == "__main__":
