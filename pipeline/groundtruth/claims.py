@@ -85,6 +85,16 @@ class Claims:
     def release(self, item: str) -> None:
         self._path(item).unlink(missing_ok=True)
 
+    def prune(self, done) -> int:
+        """Remove the claims no live worker holds: those of finished items (a worker killed between
+        appending its line and releasing its claim) and stale ones. Call under :meth:`lock`."""
+        removed = 0
+        for path in self.dir.glob("*.json"):
+            if path.stem in done or self.holder(path.stem) is None:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     @contextlib.contextmanager
     def heartbeat(self, item: str) -> Iterator[None]:
         """Keep the claim on ``item`` fresh while the body runs."""

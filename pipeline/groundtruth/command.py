@@ -100,6 +100,7 @@ def run(cfg: dict[str, Any]) -> int:
     with claims.lock():
         done = read_results(path)
         check_plan(cfg, run_dir, done, all_keys)
+        claims.prune(done)
         if not (run_dir / "config.yaml").is_file() or not done:
             save_config(cfg, run_dir / "config.yaml")
     if cfg["threads"]:

@@ -268,6 +268,7 @@ def run(cfg: dict[str, Any]) -> int:
     with claims.lock():
         done = read_log(race.log)
         race.check_folder(done)
+        claims.prune(done)
         if not done:
             race.record()
     return _race(race, claims, worker, threads, console)
