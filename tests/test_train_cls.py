@@ -13,7 +13,8 @@ from PIL import Image
 
 from conftest import REPO, offline_artifact_has, run_cli
 from pipeline.classification import ClassificationModule, load_backbone, load_exported
-from pipeline import cli
+from pipeline import accelerator, cli
+from pipeline.classification.task import ClassificationTask
 from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.data import DemoClassification
@@ -68,7 +69,7 @@ def test_fast_dev_run_demo_config(tmp_path):
     assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["arch"] == tiny_spec().to_dict()
-    assert cfg["trainer"]["precision"] == runner.resolve_precision({"precision": None})   # null = auto
+    assert cfg["trainer"]["precision"] == accelerator.resolve_precision({"precision": None})   # null = auto
     assert cfg["seed_everything"] == 0 and "default_arch" in cfg
 
 
@@ -89,8 +90,8 @@ def test_imagenet_recipe_is_deit():
     assert cfg["aug"]["re_prob"] == 0.25 and cfg["aug"]["auto_augment"].startswith("rand-")
     assert cfg["model"]["drop_path"] == 0.1 and cfg["trainer"]["max_epochs"] == 300
     assert cfg["trainer"]["precision"] is None and cfg["default_arch"] is None
-    assert runner.resolve_precision({"accelerator": "cpu", "precision": None}) == "32-true"
-    assert runner.resolve_precision({"accelerator": "cpu", "precision": "bf16-mixed"}) == "bf16-mixed"
+    assert accelerator.resolve_precision({"accelerator": "cpu", "precision": None}) == "32-true"
+    assert accelerator.resolve_precision({"accelerator": "cpu", "precision": "bf16-mixed"}) == "bf16-mixed"
     # lr scaling: 5e-4 x (128 per device x 8 devices) / 512 = 1e-3
     module = ClassificationModule(tiny_spec(), lr=5e-4, base_batch=512, batch_size=128)
     module._trainer = type("T", (), {"world_size": 8, "accumulate_grad_batches": 1, "datamodule": None})()
@@ -265,7 +266,8 @@ def test_task_is_required_and_checked():
 
 # ----------------------------------------------------------------- architecture choice
 def default_spec(cfg):
-    return runner.resolve_spec(cfg, Path(cfg["out_dir"]) / cfg["run_name"])
+    choice = runner.resolve_spec(ClassificationTask(), cfg, Path(cfg["out_dir"]) / cfg["run_name"])
+    return choice.spec, choice.source
 
 
 def test_default_arch_is_newest_searched_demo_spec(tmp_path):
@@ -314,27 +316,29 @@ def test_spec_resolution_order(tmp_path):
 
     def resolve(*args):
         cfg = parse_config("cls", [f"--out_dir={tmp_path}", "--run_name=run", *args])[0]
-        return runner.resolve_spec(cfg, tmp_path / "run")
+        return runner.resolve_spec(ClassificationTask(), cfg, tmp_path / "run")
 
-    assert resolve()[0] == searched                                        # default_arch
-    spec, source = resolve("--arch", arch)                                  # an explicit --arch wins
-    assert spec == tiny_spec() and source == arch
+    picked = resolve()                                                     # default_arch
+    assert picked.spec == searched and picked.file == tmp_path / "search" / "arch.yaml"
+    explicit = resolve("--arch", arch)                                      # an explicit --arch wins
+    assert explicit.spec == tiny_spec() and explicit.source == arch and explicit.file == Path(arch)
     inline = resolve(f"--arch={json.dumps(tiny_spec(num_classes=3).to_dict())}")   # an inline mapping
-    assert inline[0] == tiny_spec(num_classes=3) and "inline" in inline[1]
-    assert resolve("--resume", "--arch", arch)[0] == tiny_spec()            # nothing resumable yet: --arch
+    assert inline.spec == tiny_spec(num_classes=3) and "inline" in inline.source and inline.file is None
+    assert resolve("--resume", "--arch", arch).spec == tiny_spec()          # nothing resumable yet: --arch
 
     trained = tiny_spec(num_classes=4)
     trained.save(tmp_path / "run" / "arch.yaml")                           # the run's own spec
-    spec, source = resolve("--resume")
-    assert spec == trained and "being resumed" in source                    # not default_arch
-    assert resolve("--resume", "--arch", str(tmp_path / "run" / "arch.yaml"))[0] == trained
+    resumed = resolve("--resume")                                           # not default_arch
+    assert resumed.spec == trained and "being resumed" in resumed.source
+    assert resumed.file == tmp_path / "run" / "arch.yaml"
+    assert resolve("--resume", "--arch", str(tmp_path / "run" / "arch.yaml")).spec == trained
     with pytest.raises(UserError, match="--resume: .*is not the architecture of.*drop --arch"):
         resolve("--resume", "--arch", arch)
-    assert resolve("--resume=false", "--arch", arch)[0] == tiny_spec()         # a fresh run: --arch
-    assert resolve()[0] == searched                                        # not resuming: default_arch
+    assert resolve("--resume=false", "--arch", arch).spec == tiny_spec()       # a fresh run: --arch
+    assert resolve().spec == searched                                      # not resuming: default_arch
     # the real-data config has no default_arch: --arch is required
     with pytest.raises(UserError, match="no architecture given: pass --arch"):
-        runner.resolve_spec(parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
+        runner.resolve_spec(ClassificationTask(), parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
 
 
 def test_resume_with_another_arch_is_refused_before_work(trained, tmp_path):

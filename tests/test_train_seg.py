@@ -23,7 +23,7 @@ from pipeline.segmentation.backbone import SpecViT, resize_abs_pos, resize_rel_t
 from pipeline.segmentation.checkpoint import CheckpointError, init_backbone
 from pipeline.segmentation.model import build_segmentor, segmentor_config
 from pipeline.segmentation.module import SegIoUMetric
-from pipeline.segmentation.task import majority_baseline
+from pipeline.segmentation.task import SegmentationTask, majority_baseline
 from pipeline.space import SearchSpace
 from pipeline.space.spec import ArchSpec
 from pipeline.train import runner
@@ -359,7 +359,8 @@ def test_spec_resolution_order(tmp_path):
 
     def resolve(*args):
         cfg = parse_config("seg", [f"--out_dir={tmp_path}", "--run_name=run", *args])[0]
-        return runner.resolve_spec(cfg, tmp_path / "run")
+        choice = runner.resolve_spec(SegmentationTask(), cfg, tmp_path / "run")
+        return choice.spec, choice.source
 
     default, source = resolve()                                       # the demo config's default_arch
     assert default == ArchSpec.load(REPO / "configs" / "train" / "demo_default_arch.yaml")
@@ -380,9 +381,10 @@ def test_spec_resolution_order(tmp_path):
     cfg = parse_config("seg", ["--config", str(REPO / "configs/train/seg_ade20k.yaml")])[0]
     assert cfg["default_arch"] is None and cfg["backbone_ckpt"] is None
     with pytest.raises(UserError, match="pass --arch .* or --backbone_ckpt"):
-        runner.resolve_spec(cfg, tmp_path / "x")
+        runner.resolve_spec(SegmentationTask(), cfg, tmp_path / "x")
     cfg["backbone_ckpt"] = str(ckpt)
-    assert runner.resolve_spec(cfg, tmp_path / "x")[0] == DEMO_SPEC
+    from_ckpt = runner.resolve_spec(SegmentationTask(), cfg, tmp_path / "x")
+    assert from_ckpt.spec == DEMO_SPEC and from_ckpt.file is None   # a checkpoint is handed over as a model, not an arch
 
 
 def test_resume_with_another_arch_fails_before_work(tmp_path):
