@@ -27,16 +27,7 @@ def stage_parser(stage: str):
         return make_parser()
     from pipeline.train.cli import make_parser
 
-    return _without_short_config_option(make_parser(stage))
-
-
-def _without_short_config_option(parser):
-    """Drop LightningCLI's ``-c`` (short for ``--config``): ``ActionParser`` prefixes only long
-    options, so the two training parsers' ``-c`` would clash once nested."""
-    action = parser._option_string_actions.pop("-c", None)
-    if action is not None:
-        action.option_strings = [o for o in action.option_strings if o != "-c"]
-    return parser
+    return make_parser(stage)   # long options only: ActionParser prefixes those (--cls.config, ...)
 
 
 def make_parser():
