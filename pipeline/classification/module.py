@@ -236,9 +236,11 @@ class ClassificationModule(FiniteLossCheck, LightningModule):
     def _wandb(self):
         from lightning.pytorch.loggers import WandbLogger
 
-        if self._trainer is None:
+        try:
+            loggers = self.trainer.loggers
+        except RuntimeError:   # not attached to a Trainer
             return None
-        return next((lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)), None)
+        return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
 
     # ------------------------------------------------------------------- optimisation
     def scaled_lr(self) -> float:
