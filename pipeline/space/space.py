@@ -6,7 +6,6 @@ Sampling, mutation and crossover all take an explicit ``random.Random`` so runs 
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,23 +346,6 @@ class SearchSpace:
                 return spec
         raise SpecError(f"no architecture of space {self.name!r} within {limits} after {max_tries} "
                         "random draws: the window is feasible but very narrow; widen the limits")
-
-    def log_size(self) -> float:
-        """log10 of the number of distinct architectures (for the README / logs)."""
-        total = 0.0
-        for combo in _product(self.stage_depths):
-            n = 1.0
-            for choice in (self.num_heads, self.mlp_ratio):
-                n *= len(choice.values) ** len(self._groups(combo, choice.per))
-            total += n
-        return math.log10(total * len(self.embed_dim))
-
-
-def _product(lists: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    out: list[tuple[int, ...]] = [()]
-    for values in lists:
-        out = [o + (v,) for o in out for v in values]
-    return out
 
 
 def available_spaces() -> list[str]:
