@@ -136,3 +136,10 @@ def test_refuses_to_run_under_a_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="not under torchrun"):
         parse_config([])
+
+
+def test_run_refuses_to_start_under_a_launcher(tmp_path):
+    res = run_cli("run", f"--out_dir={tmp_path}", env={"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    assert res.returncode == 2
+    assert "--search.trainer.devices=N" in res.stderr and "--cls.trainer.devices=N" in res.stderr
+    assert not any(tmp_path.iterdir())

@@ -118,3 +118,17 @@ def test_mutation_probabilities_are_respected():
     changed = sum(space.mutate(base, rng, layer_prob=1.0, global_prob=0.0).num_heads != base.num_heads
                   for _ in range(20))
     assert changed >= 18
+
+
+def test_pit_spec_with_heads_changing_inside_a_stage_is_an_error():
+    ok = ArchSpec(family="pit", embed_dim=16, num_heads=(2, 2, 4), mlp_ratio=(2.0,) * 3, stage_depths=(2, 1))
+    assert ok.stage_depths == (2, 1)
+    with pytest.raises(SpecError, match=r"PiT stage 0 has heads \[2, 4\].*same num_heads"):
+        ArchSpec(family="pit", embed_dim=16, num_heads=(2, 4, 4), mlp_ratio=(2.0,) * 3, stage_depths=(2, 1))
+    d = {"name": "bad", "family": "pit", "choices": {"embed_dim": [16], "stage_depths": [[1, 2], [1, 2]],
+                                                     "mlp_ratio": [2], "num_heads": {"values": [2, 4], "per": "layer"}},
+         "fixed": {"img_size": 32, "patch_size": 8, "patch_stride": 4, "num_classes": 10}}
+    with pytest.raises(SpecError, match="set choices.num_heads.per to 'stage'"):
+        SearchSpace.from_dict(d)
+    d["choices"]["num_heads"]["per"] = "stage"
+    SearchSpace.from_dict(d)
