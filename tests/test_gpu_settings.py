@@ -10,12 +10,11 @@ from lightning.pytorch import Callback, Trainer
 
 from conftest import REPO, run_cli
 from pipeline.classification import ClassificationDataModule, ClassificationModule
-from pipeline.accelerator import use_fused
+from pipeline.accelerator import on_cuda, resolve_compile, resolve_fused, resolve_precision, use_fused
 from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.data import loading
 from pipeline.space import ArchSpec
-from pipeline import accelerator
 from pipeline.train import command
 from pipeline.train.cli import parse_config
 from pipeline.train.progress import ThrottledRichProgressBar
@@ -51,12 +50,12 @@ def test_compile_opt_in_traces_forward_and_backward_on_cpu():
     (False, "cpu", False), (True, "cpu", True), ("auto", "cpu", False),
     ({"mode": "max-autotune"}, "cpu", {"mode": "max-autotune"})])
 def test_compile_setting(value, accelerator, expect):
-    assert accelerator.resolve_compile(value, {"accelerator": accelerator}) == expect
-    assert accelerator.resolve_compile("auto", {"accelerator": "gpu"}) is True
+    assert resolve_compile(value, {"accelerator": accelerator}) == expect
+    assert resolve_compile("auto", {"accelerator": "gpu"}) is True
 
 
 def test_one_cuda_rule_for_the_trainers_and_the_seg_heads(monkeypatch):
-    """accelerator.on_cuda decides precision, compile and the seg heads' SyncBN alike."""
+    """pipeline.accelerator.on_cuda decides precision, compile and the seg heads' SyncBN alike."""
     from pipeline.segmentation.model import device_count, norm_type
 
     for available in (False, True):
@@ -64,11 +63,11 @@ def test_one_cuda_rule_for_the_trainers_and_the_seg_heads(monkeypatch):
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 4 if available else 0)
         for accel in ("auto", "cpu", "gpu", "CUDA"):
             cfg = {"accelerator": accel, "devices": "auto", "num_nodes": 1}
-            cuda = accelerator.on_cuda(cfg)
+            cuda = on_cuda(cfg)
             assert cuda == (accel.lower() in ("gpu", "cuda") or (accel == "auto" and available))
             assert device_count(cfg) == (4 if cuda and available else 1)
             assert norm_type({"norm": "auto"}, cfg) == ("SyncBN" if cuda and available else "BN")
-            assert accelerator.resolve_compile("auto", cfg) is cuda
+            assert resolve_compile("auto", cfg) is cuda
 
 
 @pytest.mark.parametrize("task", ["cls", "seg"])
@@ -92,7 +91,7 @@ def test_real_data_configs_select_the_gpu_settings():
         assert cfg["optim"]["fused"] == "auto", name
         assert cfg["data"]["num_workers"] == "auto" and cfg["data"]["pin_memory"] == "auto", name
         assert cfg["trainer"]["precision"] is None, name   # null = bf16/16-mixed on GPU, 32-true on CPU
-        assert accelerator.resolve_precision(dict(cfg["trainer"], accelerator="cpu")) == "32-true", name
+        assert resolve_precision(dict(cfg["trainer"], accelerator="cpu")) == "32-true", name
     for name in ("cls_demo", "seg_demo"):   # short CPU runs: compiling would not pay back
         assert _config(name)["model"]["compile"] is False
 
@@ -143,7 +142,7 @@ def test_bad_loader_setting_fails_before_work(tmp_path):
         command.main(["--task", "cls", f"--out_dir={tmp_path}", "--optim.fused=sometimes", "--wandb.enabled=false"])
     with pytest.raises(ConfigError, match="optim.fused: expected bool or .*auto.*, got .sometimes."):
         command.main(["--task", "seg", f"--out_dir={tmp_path}", "--optim.fused=sometimes", "--wandb.enabled=false"])
-    assert accelerator.resolve_fused("auto") is None and accelerator.resolve_fused(True) is True
+    assert resolve_fused("auto") is None and resolve_fused(True) is True
     assert not (tmp_path / "cls-demo").exists() and not (tmp_path / "seg-demo").exists()
 
 
