@@ -408,3 +408,14 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert "missing required field" in result.stderr
+
+
+def test_augmentation_splits_between_the_module_and_the_datamodule():
+    """The batch-mixing and loss fields of ``aug`` go to the module, the rest to the DataModule."""
+    from dataclasses import fields
+
+    from pipeline.classification.settings import MIXUP_KEYS, Augmentation
+
+    assert MIXUP_KEYS == ("mixup", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing")
+    assert [f.name for f in fields(Augmentation)][-len(MIXUP_KEYS):] == list(MIXUP_KEYS)
+    assert Augmentation().mixup_prob == 1.0 and Augmentation().switch_prob == 0.5
