@@ -27,6 +27,7 @@ def full_run(ground_truth, tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_end_to_end(full_run, ground_truth):
     out, res = full_run
     proxies = PROXIES
@@ -106,6 +107,7 @@ def _brute_force_regret(rows, directions, metric, budget):
     return out
 
 
+@pytest.mark.slow
 def test_regret_equals_brute_force(full_run):
     out, _ = full_run
     rows = read_scores(out)
@@ -222,6 +224,7 @@ def test_top_pick_ties_and_budget():
 
 
 
+@pytest.mark.slow
 def test_resume_computes_only_missing_rows(full_run, ground_truth, tmp_path, capsys):
     full_out, _ = full_run
     out = tmp_path / "resume"
@@ -261,6 +264,7 @@ def test_resume_computes_only_missing_rows(full_run, ground_truth, tmp_path, cap
     assert "--fresh=true" in err and "probe" in err
 
 
+@pytest.mark.slow
 def test_fresh_and_bad_inputs_in_process(ground_truth, tmp_path, capsys):
     out = tmp_path / "fresh"
     args = ["correlate", f"--ground_truth={ground_truth}", "--probe.source=demo", "--probe.n=8",
@@ -324,6 +328,7 @@ def test_bad_input_subprocess(tmp_path):
     assert "missing.json" in res.stderr and "does not exist" in res.stderr
 
 
+@pytest.mark.slow
 def test_real_benchmark(benchmark_path, tmp_path):
     out = tmp_path / "bench"
     res = run_cli("correlate", "--ground_truth=ood_vit_nas_tiny", "--limit", "20", "--proxies=params,flops",
@@ -337,6 +342,7 @@ def test_real_benchmark(benchmark_path, tmp_path):
     assert math.isfinite(float(flops["spearman_rho"]))
 
 
+@pytest.mark.slow
 def test_failing_proxy_is_recorded_then_retried(ground_truth, tmp_path, capsys):
     out = tmp_path / "errors"
     args = ["correlate", f"--ground_truth={ground_truth}", "--probe.source=demo", "--probe.n=4",

@@ -14,6 +14,7 @@ from training_jobs import (ENV1, RUN_TINY, assert_no_partial_files, cls_args, ru
 from pipeline.space import ArchSpec
 
 
+@pytest.mark.slow
 def test_rank_zero_decides_and_every_rank_raises_its_error(tmp_path):
     # Each rank has a folder of its own (no shared filesystem); only rank 0's holds the resume log.
     (tmp_path / "rank0").mkdir()

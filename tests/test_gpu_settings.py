@@ -28,6 +28,7 @@ def tiny_spec(num_classes=10) -> ArchSpec:
 
 
 # -------------------------------------------------------------------------- torch.compile
+@pytest.mark.slow
 def test_compile_opt_in_traces_forward_and_backward_on_cpu():
     # aot_eager: dynamo capture + AOT autograd of forward and backward, without the minutes of
     # C++ code generation inductor needs on a CPU (the graphs are what could break).
@@ -184,6 +185,7 @@ class ArmBetweenLogSteps(Callback):
         self.counter["steps"] += self.counter["armed"]
 
 
+@pytest.mark.slow
 def test_no_host_sync_in_classification_training_steps(tmp_path):
     counter = {"armed": False, "calls": [], "steps": 0}
     every = 4

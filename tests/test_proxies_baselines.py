@@ -126,6 +126,7 @@ def test_synflow_hand_values():
     assert net[0].weight.dtype == torch.float32 and net[0].weight[0, 1] == -2.0
 
 
+@pytest.mark.slow
 def test_synflow_option_through_registry(demo_spec, probe):
     images, labels = probe
     weights = compute_proxy("synflow", demo_spec, images, labels)
@@ -293,6 +294,7 @@ def test_dss_layer_partition_on_vit_and_pit(demo_spec):
 
 
 # ----------------------------------------------------------------------------- supernet slices
+@pytest.mark.slow
 def test_supernet_slices_share_weights(demo_spec):
     space = SearchSpace.load("demo")
     largest = space.extreme_spec(largest=True)
@@ -319,6 +321,7 @@ def test_supernet_slices_share_weights(demo_spec):
     assert all(torch.equal(v, own[k]) for k, v in build_from_supernet(loose, seed=3).state_dict().items())
 
 
+@pytest.mark.slow
 def test_dss_and_synflow_init_options(demo_spec, probe):
     images, labels = probe
     assert get_proxy("dss").defaults == {"variant": "released", "init": "supernet"}
@@ -343,6 +346,7 @@ def test_registered_with_directions():
         assert info.description
 
 
+@pytest.mark.slow
 def test_every_baseline_computes_valid_and_deterministic(demo_spec, probe):
     images, labels = probe
     model = build_model(demo_spec, seed=0)
@@ -370,6 +374,7 @@ def test_every_baseline_computes_valid_and_deterministic(demo_spec, probe):
             assert other.value != first.value, name                              # the seed is used
 
 
+@pytest.mark.slow
 def test_bigger_network_scores_higher_on_size_proxies(probe):
     space = SearchSpace.load("demo")
     small, large = space.extreme_spec(largest=False), space.extreme_spec(largest=True)

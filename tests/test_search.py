@@ -130,6 +130,7 @@ def _files(out):
     return {p.name for p in out.iterdir()}
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_demo_space(tmp_path):
     res = run_cli("search", f"--out_dir={tmp_path}", "--run_name=e2e", *SMALL)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -154,6 +155,7 @@ def test_cli_end_to_end_on_demo_space(tmp_path):
     assert media == {"pareto", "convergence"}, media   # one W&B key per plot (they differ in size)
 
 
+@pytest.mark.slow
 def test_same_seed_same_choice_and_resume_after_kill(tmp_path):
     args = ["search", "--run_name=r", *SMALL, "--strategy.evolution.generations=4", "--wandb.enabled=false"]
     ref = run_cli(*args, f"--out_dir={tmp_path / 'a'}")
@@ -208,11 +210,13 @@ def test_two_process_ddp_equals_single_process(tmp_path):
 # Bad options of every kind: tests/test_bad_input.py.
 
 
+@pytest.mark.slow
 def test_missing_probe_root_names_the_path(tmp_path):
     res = run_cli("search", f"--out_dir={tmp_path}", "--probe.source=folder", f"--probe.root={tmp_path / 'nope'}")
     assert res.returncode == 2 and str(tmp_path / "nope") in res.stderr
 
 
+@pytest.mark.slow
 def test_probe_labels_outside_the_classes_are_an_error(tmp_path):
     from pipeline.proxies.ntk_proxies import _minimal_training
     from pipeline.search.callback import check_probe_labels

@@ -112,12 +112,14 @@ def trained(tmp_path_factory):
     return out / "short", spec, args
 
 
+@pytest.mark.slow
 def test_demo_config_learns(trained):
     run, _, _ = trained
     metrics = torch.load(run / "model.pt", weights_only=True)["metrics"]
     assert metrics["val/top1"] > 0.25, metrics  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(trained):
     run, spec, _ = trained
     exported_spec, state = load_exported(run / "model.pt")
@@ -135,6 +137,7 @@ def test_checkpoint_round_trip(trained):
     assert isinstance(backbone.head, torch.nn.Identity)
 
 
+@pytest.mark.slow
 def test_portable_exports_match_pytorch(trained):
     """model.pt2 (torch alone) and model.onnx (onnxruntime) give the trained network's logits."""
     import onnxruntime as ort  # the test extra
@@ -165,6 +168,7 @@ def test_portable_exports_match_pytorch(trained):
     assert done.stdout.strip() == "torch.Size([3, 10]) []", done.stdout + done.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_resume_continues_last_checkpoint(trained):
     run, _, args = trained
     before = torch.load(run / "last.ckpt", weights_only=True)
@@ -235,6 +239,7 @@ def test_bad_settings_fail_before_training(tmp_path, override, match):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_an_error_and_leaves_no_checkpoint(tmp_path):
     root = make_folder(tmp_path / "data")
     (root / "train" / "bee" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
@@ -307,6 +312,7 @@ def test_imagenet_config_without_arch_stops_before_any_work(tmp_path, monkeypatc
     assert time.time() - start < 60   # stopped at the spec, before data, model or Trainer
 
 
+@pytest.mark.slow
 def test_spec_resolution_order(tmp_path):
     """--arch, else the resumed run's own spec, else default_arch; resuming refuses another --arch."""
     searched = SearchSpace.load("demo").make_spec(64, [3], [2] * 3, [2.0] * 3)
@@ -341,6 +347,7 @@ def test_spec_resolution_order(tmp_path):
         runner.resolve_spec(ClassificationTask(), parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_resume_with_another_arch_is_refused_before_work(trained, tmp_path):
     run, _, args = trained
     other = write_spec(tmp_path / "other.yaml", tiny_spec())
@@ -360,6 +367,7 @@ def test_lazy_build_for_the_search_callback():
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_search_callback_attached_to_a_training_run(tmp_path):
     """The search runs before fitting, probes with the DataModule's images, and the module trains
     the chosen spec."""
@@ -384,6 +392,7 @@ def test_search_callback_attached_to_a_training_run(tmp_path):
 
 
 # ------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_trains_and_writes_its_files(tmp_path):
     arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
     result = run_cli("train", "--task", "cls", "--arch", arch, f"--out_dir={tmp_path}", "--run_name=cli",
@@ -401,6 +410,7 @@ def test_cli_trains_and_writes_its_files(tmp_path):
     assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     (tmp_path / "arch.yaml").write_text("family: vit\n")
     result = run_cli("train", "--task", "cls", "--arch", str(tmp_path / "arch.yaml"), f"--out_dir={tmp_path}",

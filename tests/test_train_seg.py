@@ -44,6 +44,7 @@ def _spec_file(tmp_path: Path, spec: ArchSpec = DEMO_SPEC) -> Path:
 
 
 # ---------------------------------------------------------------------------------- compat
+@pytest.mark.slow
 def test_mmseg_models_import_with_mmcv_lite():
     """A fresh interpreter: importing the compat first makes `import mmseg.models` work."""
     code = ("import pipeline.compat as c, mmseg.models, mmcv.ops; "
@@ -87,7 +88,8 @@ def test_compat_steps_aside_for_real_mmcv_ops(monkeypatch):
 
 
 # -------------------------------------------------------------------------------- backbone
-@pytest.mark.parametrize("space,img", [("demo", 64), ("autoformer_tiny", 64), ("pit_tiny", 96)])
+@pytest.mark.parametrize("space,img", [("demo", 64), pytest.param("autoformer_tiny", 64, marks=pytest.mark.slow),
+                                       pytest.param("pit_tiny", 96, marks=pytest.mark.slow)])
 def test_backbone_feature_shapes(space, img):
     spec = SearchSpace.load(space).sample(random.Random(0))
     b = SpecViT(spec.to_dict(), img_size=img)
@@ -235,6 +237,7 @@ def _cityscapes_folder(root: Path, size=(32, 64)) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["ade20k", "cityscapes"])
 def test_one_training_step_of_the_real_dataset_configs(tmp_path, capsys, dataset):
     """The ADE20K / Cityscapes configs (mmseg's dataset classes, pipelines and IoUMetric) on tiny
@@ -269,6 +272,7 @@ def test_one_training_step_of_the_real_dataset_configs(tmp_path, capsys, dataset
     assert (out / "config.yaml").is_file() and (out / "val_examples.png").is_file()
 
 
+@pytest.mark.slow
 def test_demo_learns(tmp_path):
     """A short demo run (a cheaper head: no neck, all maps at the token stride) clearly beats the
     untrained model and the majority-class baseline (same seed, the whole val set)."""
@@ -401,6 +405,7 @@ def _cli(*args: str):
     return run_cli("train", "--task", "seg", *args)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_baseline(tmp_path):
     ckpt = tmp_path / "model.pt"
     _export(ckpt, DEMO_SPEC)
@@ -447,6 +452,7 @@ def _check_exported_segmentor(out: Path) -> None:
     assert json.loads((out / "metrics.json").read_text())["exports"] == ["model.pt2"]
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2(tmp_path):
     r = _cli("--data.data_root=" + str(tmp_path / "missing"), "--wandb.mode=disabled")
     assert r.returncode == 2
