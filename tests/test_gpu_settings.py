@@ -207,6 +207,32 @@ def test_no_host_sync_in_classification_training_steps(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
 
 
+def test_the_progress_bar_reads_the_metrics_only_at_log_steps():
+    from pipeline.train.progress import ThrottledMetrics, progress_bar
+
+    class Bar:   # stands in for Lightning's bar: each batch end shows the metrics
+        def __init__(self):
+            self.reads = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.shown = self.get_metrics(trainer, pl_module)
+
+        def get_metrics(self, trainer, pl_module):
+            self.reads += 1
+            return {"loss": self.reads}
+
+    class Throttled(ThrottledMetrics, Bar):
+        pass
+
+    bar = Throttled(every=3)
+    for batch_idx in range(7):
+        bar.on_train_batch_end(None, None, None, None, batch_idx)
+    assert bar.reads == 3 and bar.shown == {"loss": 3}   # batch 0 (nothing shown yet), 2 and 5
+    assert bar.get_metrics(None, None) == {"loss": 4}     # outside a training batch: read afresh
+    assert progress_bar({"enable_progress_bar": False}) == []
+    assert progress_bar({"log_every_n_steps": 7})[0].every == 7
+
+
 def test_nonfinite_loss_is_caught_at_the_next_check():
     module = ClassificationModule(tiny_spec())
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])

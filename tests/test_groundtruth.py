@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
+from pipeline.config import ConfigError
 from pipeline.errors import UserError
 from pipeline.groundtruth import load_ground_truth, seed_agreement
 from pipeline.groundtruth.claims import Claims
@@ -317,6 +318,19 @@ def test_a_diverged_network_is_recorded_without_metrics_and_not_retried(tmp_path
     assert len(calls) == 3                                  # nothing trained again
     entries = load_ground_truth(path)
     assert sum("top1" in e.metrics for e in entries) == 2   # correlate leaves the diverged one out
+
+
+def test_one_measurement_trains_with_the_recipe_and_reports_the_last_top1():
+    from pipeline.groundtruth.training import recipe_config, train_architecture
+
+    recipe = recipe_config("cls_demo", ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                                        "--trainer.limit_val_batches=1", "--data.batch_size=16"])
+    spec = SearchSpace.load("demo").make_spec(64, [2], [2, 2], [2.0, 2.0])
+    result = train_architecture(recipe, spec, seed=0)
+    assert result["epochs"] == 1 and 0 <= result["metrics"]["top1"] <= 100 and result["wall_s"] > 0
+    assert recipe["arch"] is None   # the recipe itself is left as it was
+    with pytest.raises(ConfigError, match="unknown option"):
+        recipe_config("cls_demo", ["--trainer.bogus_key=1"])
 
 
 def test_the_package_re_exports_every_name_of_the_format():

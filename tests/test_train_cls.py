@@ -112,6 +112,40 @@ def trained(tmp_path_factory):
     return out / "short", spec, args
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole run at its smallest (2 training batches, 1 validation batch, the progress bar on):
+    checkpoints, final validation, exports, metrics.json; what needs no learning reads this run."""
+    out = tmp_path_factory.mktemp("smoke")
+    spec = SearchSpace.load("demo").make_spec(64, [2], [2, 2], [2.0, 2.0])
+    arch = write_spec(out / "spec.yaml", spec)
+    args = ["--task", "cls", "--arch", arch, f"--out_dir={out}", "--run_name=smoke", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--data.batch_size=16",
+            "--optim.warmup_epochs=0", "--trainer.num_sanity_val_steps=0", "--wandb.enabled=false"]
+    assert main(args) == 0
+    return out / "smoke", spec, args
+
+
+def test_a_run_writes_every_output(smoke_run):
+    run, spec, _ = smoke_run
+    assert {"best.ckpt", "last.ckpt", "model.pt", "model.pt2", "model.onnx", "metrics.json", "arch.yaml",
+            "config.yaml"} <= {p.name for p in run.iterdir()}
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["exports"] == ["model.pt2", "model.onnx"] and summary["epochs"] == 1
+    assert 0 <= summary["val/top1"] <= 1 and summary["arch_source"].endswith("spec.yaml")
+    assert ArchSpec.load(run / "arch.yaml") == spec
+    # last.ckpt carries the random state, and putting it back replays the same draws
+    from pipeline.train.rng import RngState
+
+    callbacks = torch.load(run / "last.ckpt", weights_only=True)["callbacks"]
+    state = next(v for k, v in callbacks.items() if k.startswith("RngState"))
+    draws = []
+    for _ in range(2):
+        RngState().load_state_dict(state)
+        draws.append(torch.rand(3))
+    assert torch.equal(*draws)
+
+
 @pytest.mark.slow
 def test_demo_config_learns(trained):
     run, _, _ = trained
@@ -119,9 +153,8 @@ def test_demo_config_learns(trained):
     assert metrics["val/top1"] > 0.25, metrics  # chance is 0.1
 
 
-@pytest.mark.slow
-def test_checkpoint_round_trip(trained):
-    run, spec, _ = trained
+def test_checkpoint_round_trip(smoke_run):
+    run, spec, _ = smoke_run
     exported_spec, state = load_exported(run / "model.pt")
     build_model(exported_spec).load_state_dict(state)
     for name in ("best.ckpt", "last.ckpt", "model.pt"):
@@ -137,15 +170,14 @@ def test_checkpoint_round_trip(trained):
     assert isinstance(backbone.head, torch.nn.Identity)
 
 
-@pytest.mark.slow
-def test_portable_exports_match_pytorch(trained):
+def test_portable_exports_match_pytorch(smoke_run):
     """model.pt2 (torch alone) and model.onnx (onnxruntime) give the trained network's logits."""
     import onnxruntime as ort  # the test extra
     from torchvision.transforms.v2 import functional as TF
 
     from pipeline.data.demo import MEAN, STD, gray_to_rgb, load_demo_arrays
 
-    run, _, _ = trained
+    run, _, _ = smoke_run
     images = gray_to_rgb(torch.from_numpy(load_demo_arrays()["val_images"][:7]), 32)  # [0, 1] RGB, as users have
     net = ClassificationModule.load_from_checkpoint(run / "best.ckpt", map_location="cpu").eval()
     with torch.no_grad():
@@ -347,9 +379,8 @@ def test_spec_resolution_order(tmp_path):
         runner.resolve_spec(ClassificationTask(), parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
 
 
-@pytest.mark.slow
-def test_resume_with_another_arch_is_refused_before_work(trained, tmp_path):
-    run, _, args = trained
+def test_resume_with_another_arch_is_refused_before_work(smoke_run, tmp_path):
+    run, _, args = smoke_run
     other = write_spec(tmp_path / "other.yaml", tiny_spec())
     before = (run / "last.ckpt").stat().st_mtime
     with pytest.raises(UserError, match="is not the architecture of"):

@@ -237,8 +237,7 @@ def _cityscapes_folder(root: Path, size=(32, 64)) -> Path:
     return root
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["ade20k", "cityscapes"])
+@pytest.mark.parametrize("dataset", [pytest.param("ade20k", marks=pytest.mark.slow), "cityscapes"])
 def test_one_training_step_of_the_real_dataset_configs(tmp_path, capsys, dataset):
     """The ADE20K / Cityscapes configs (mmseg's dataset classes, pipelines and IoUMetric) on tiny
     generated folders, with sliding-window validation."""
