@@ -232,7 +232,7 @@ def test_az_nas_search_killed_then_resumed_picks_the_same(tmp_path):
     import os
     import sys
 
-    from test_reliability import ENV1, kill_when
+    from training_jobs import ENV1, kill_when
 
     args = ["search", "--run_name=r", "--proxy.name=az_nas", "--proxy.options={batch_size: 4}",
             "--strategy.evolution.population=6", "--strategy.evolution.generations=4",
