@@ -84,20 +84,6 @@ def unknown_space(name_or_path: str | Path) -> str:
             "(or give a path to a space YAML file)")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from a file (shipped paths resolved), as plain data."""
-    path = resolve_path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; the shipped ones are in {CONFIG_DIR}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
-
-
 # ------------------------------------------------------------------------- argv
 def prepare_argv(argv: Sequence[str], kind: str, default_config: Optional[str | Path]) -> list[str]:
     """argv for jsonargparse: ``--config`` names resolved to files, the default config first when
@@ -163,6 +149,16 @@ def _expected(line: str) -> str:
         return text.replace("typing.", "")
     name, _, why = line[len("Not of type"):].strip().partition(":")
     return f"{name.strip()} ({why.strip()})" if why.strip() else name.strip()
+
+
+def command_parser(command: str, description: str):
+    """The jsonargparse parser of ``python -m pipeline COMMAND``, with its ``--config``; errors are
+    raised (``exit_on_error=False``) for :func:`parse` to word as one line."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=f"python -m pipeline {command}", exit_on_error=False, description=description)
+    parser.add_argument("--config", action=ActionConfigFile, help=f"a {command} config file or a shipped config's name")
+    return parser
 
 
 def parse(parser, argv: Sequence[str], kind: str, default_config: Optional[str | Path]):

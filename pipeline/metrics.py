@@ -51,24 +51,24 @@ def orient(values: Sequence[float], higher_is_better: bool) -> np.ndarray:
     return v if higher_is_better else -v
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b between ``x`` and ``y``; nan when undefined."""
+def _rank_correlation(statistic, x: Sequence[float], y: Sequence[float]) -> float:
+    """``statistic(x, y).statistic`` (a scipy rank correlation), nan when undefined."""
     x, y = _arrays(x, y)
     if _degenerate(x, y):
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(stats.kendalltau(x, y).statistic)
+        return float(statistic(x, y).statistic)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b between ``x`` and ``y``; nan when undefined."""
+    return _rank_correlation(stats.kendalltau, x, y)
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rho between ``x`` and ``y``; nan when undefined."""
-    x, y = _arrays(x, y)
-    if _degenerate(x, y):
-        return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.spearmanr(x, y).statistic)
+    return _rank_correlation(stats.spearmanr, x, y)
 
 
 def band_indices(params: Sequence[float], bands: int) -> list[np.ndarray]:

@@ -4,7 +4,7 @@ Each entry names one message (a regular expression matched at its start) and the
 emits it, with the reason it says nothing to our user; nothing is silenced by category or
 library alone, so a new warning still shows. What pointed at our own misuse is fixed where it
 happened instead (the search's W&B plots of two sizes, its Trainer's logging interval and empty
-fit loop; W&B's ``anonymous`` setting). ``python -m pipeline COMMAND --verbose`` (or
+fit loop). ``python -m pipeline COMMAND --verbose`` (or
 ``PIPELINE_VERBOSE=1``) installs none of this and shows everything.
 """
 from __future__ import annotations
@@ -39,8 +39,10 @@ LIGHTNING_INFO: tuple[tuple[str, str], ...] = (
      "the final validation of best.ckpt, reported by our own lines"),
     (r"Restored all states from the checkpoint at",
      "a refine rung continuing from the previous rung's checkpoint, which the race's own lines report"),
+    (r"(\[rank: \d+\] )?Seed set to -?\d+", "LightningCLI seeds every training run; the seed is in its config.yaml"),
 )
-LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.fabric.utilities.seed")
 
 
 def verbose() -> bool:

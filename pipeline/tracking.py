@@ -93,12 +93,10 @@ def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Option
     from lightning.pytorch.loggers import WandbLogger
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    logger = WandbLogger(project=w.get("project") or "pipeline", group=w.get("group"), name=name or run_dir.name,
-                         save_dir=str(run_dir), job_type=job_type, config=cfg)
-    # Lightning 2.6 passes anonymous=None to wandb.init, which wandb 0.31 answers with a warning that
-    # the setting has no effect: we never ask for anonymous logging, so the key is not passed at all.
-    logger._wandb_init.pop("anonymous", None)
-    return logger
+    # (Lightning 2.6 passes anonymous=None to wandb.init, which wandb 0.31 answers with a deprecation
+    # warning; under WANDB_SILENT, set above unless the user chose otherwise, wandb keeps it in its log.)
+    return WandbLogger(project=w.get("project") or "pipeline", group=w.get("group"), name=name or run_dir.name,
+                       save_dir=str(run_dir), job_type=job_type, config=cfg)
 
 
 # What the stages hand each other, by kind: W&B artifact type.

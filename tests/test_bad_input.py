@@ -32,7 +32,10 @@ LIGHTNING_S = 90.0
 
 
 def row(id: str, argv: list[str], fragment: str, seconds: float = PARSE_S, marks=()):
-    return pytest.param(argv, fragment, seconds, id=id, marks=marks)
+    """A row; one refused only after torch or Lightning load is in the slow tier (the fast tier keeps
+    the parse-time rows of every command)."""
+    marks = [*([marks] if isinstance(marks, pytest.MarkDecorator) else marks)]
+    return pytest.param(argv, fragment, seconds, id=id, marks=marks + [pytest.mark.slow] * (seconds > PARSE_S))
 
 
 def _has_gpu() -> bool:

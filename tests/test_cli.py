@@ -1,15 +1,24 @@
+import re
+
 import pytest
 
 from conftest import run_cli
 from pipeline import config
+from pipeline.cli import COMMANDS
 from pipeline.config import ConfigError, prepare_argv
 
 
-def test_help_lists_subcommands():
+def test_help_lists_every_command_with_its_help():
+    """Each command on a line of its own under COMMAND, followed by the first words of its help
+    (the description alone says "search" and "train" too, so the names alone prove nothing)."""
     res = run_cli("--help")
     assert res.returncode == 0
-    for cmd in ("search", "train", "correlate", "run"):
-        assert cmd in res.stdout
+    listing = res.stdout.split("COMMAND\n", 1)[1].split("options:", 1)[0]
+    listed = re.findall(r"^    (\w+)", listing, flags=re.M)
+    assert listed == list(COMMANDS) == ["search", "train", "correlate", "groundtruth", "refine", "run"]
+    flat = " ".join(listing.split())
+    for name, (help_text, _, _) in COMMANDS.items():
+        assert f"{name} {' '.join(help_text.split()[:4])}" in flat, name
 
 
 def test_unknown_command_fails():

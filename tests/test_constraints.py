@@ -16,6 +16,7 @@ def _enumerate_all(space: SearchSpace):
                 yield space.make_spec(embed, [depth], [h for h, _ in layers], [m for _, m in layers])
 
 
+@pytest.mark.slow
 def test_bounds_equal_brute_force_on_demo_space():
     space = SearchSpace.load("demo")
     params, flops = [], []

@@ -208,6 +208,7 @@ def test_search_reranks_every_candidate_it_has_seen(tmp_path, pop_proxy, monkeyp
         float(r["score"]) == final[ArchSpec.from_dict(json.loads(r["arch"]))].score for r in rows if r["valid"] == "True")
 
 
+@pytest.mark.slow
 def test_resumed_population_search_measures_nothing_again_and_picks_the_same(tmp_path, pop_proxy):
     ref = _search(tmp_path / "ref", pop_proxy)
     n_ref = len(CALLS)
@@ -231,7 +232,7 @@ def test_az_nas_search_killed_then_resumed_picks_the_same(tmp_path):
     import os
     import sys
 
-    from test_reliability import ENV1, kill_when
+    from training_jobs import ENV1, kill_when
 
     args = ["search", "--run_name=r", "--proxy.name=az_nas", "--proxy.options={batch_size: 4}",
             "--strategy.evolution.population=6", "--strategy.evolution.generations=4",
@@ -292,6 +293,7 @@ def test_correlate_ranks_a_population_proxy_over_the_reported_architectures(demo
     assert f"among the {n5} architectures" in md5 and n5 < len(valid)
 
 
+@pytest.mark.slow
 def test_correlate_az_nas_end_to_end(demo_truth, tmp_path):
     from pipeline.cli import main
 
@@ -312,6 +314,7 @@ def test_correlate_az_nas_end_to_end(demo_truth, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
+@pytest.mark.slow
 def test_correlate_refuses_az_nas_on_a_pit_file_in_one_line(tmp_path):
     spec = SearchSpace.load("pit_tiny").extreme_spec(False)
     gt = tmp_path / "pit.jsonl"

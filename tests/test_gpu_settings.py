@@ -10,12 +10,12 @@ from lightning.pytorch import Callback, Trainer
 
 from conftest import REPO, run_cli
 from pipeline.classification import ClassificationDataModule, ClassificationModule
-from pipeline.classification.module import use_fused
+from pipeline.accelerator import on_cuda, resolve_compile, resolve_fused, resolve_precision, use_fused
 from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.data import loading
 from pipeline.space import ArchSpec
-from pipeline.train import command, runner
+from pipeline.train import command
 from pipeline.train.cli import parse_config
 from pipeline.train.progress import ThrottledRichProgressBar
 
@@ -28,6 +28,7 @@ def tiny_spec(num_classes=10) -> ArchSpec:
 
 
 # -------------------------------------------------------------------------- torch.compile
+@pytest.mark.slow
 def test_compile_opt_in_traces_forward_and_backward_on_cpu():
     # aot_eager: dynamo capture + AOT autograd of forward and backward, without the minutes of
     # C++ code generation inductor needs on a CPU (the graphs are what could break).
@@ -50,12 +51,12 @@ def test_compile_opt_in_traces_forward_and_backward_on_cpu():
     (False, "cpu", False), (True, "cpu", True), ("auto", "cpu", False),
     ({"mode": "max-autotune"}, "cpu", {"mode": "max-autotune"})])
 def test_compile_setting(value, accelerator, expect):
-    assert runner.resolve_compile(value, {"accelerator": accelerator}) == expect
-    assert runner.resolve_compile("auto", {"accelerator": "gpu"}) is True
+    assert resolve_compile(value, {"accelerator": accelerator}) == expect
+    assert resolve_compile("auto", {"accelerator": "gpu"}) is True
 
 
 def test_one_cuda_rule_for_the_trainers_and_the_seg_heads(monkeypatch):
-    """runner.on_cuda decides precision, compile and the seg heads' SyncBN alike."""
+    """pipeline.accelerator.on_cuda decides precision, compile and the seg heads' SyncBN alike."""
     from pipeline.segmentation.model import device_count, norm_type
 
     for available in (False, True):
@@ -63,11 +64,11 @@ def test_one_cuda_rule_for_the_trainers_and_the_seg_heads(monkeypatch):
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 4 if available else 0)
         for accel in ("auto", "cpu", "gpu", "CUDA"):
             cfg = {"accelerator": accel, "devices": "auto", "num_nodes": 1}
-            cuda = runner.on_cuda(cfg)
+            cuda = on_cuda(cfg)
             assert cuda == (accel.lower() in ("gpu", "cuda") or (accel == "auto" and available))
             assert device_count(cfg) == (4 if cuda and available else 1)
             assert norm_type({"norm": "auto"}, cfg) == ("SyncBN" if cuda and available else "BN")
-            assert runner.resolve_compile("auto", cfg) is cuda
+            assert resolve_compile("auto", cfg) is cuda
 
 
 @pytest.mark.parametrize("task", ["cls", "seg"])
@@ -91,7 +92,7 @@ def test_real_data_configs_select_the_gpu_settings():
         assert cfg["optim"]["fused"] == "auto", name
         assert cfg["data"]["num_workers"] == "auto" and cfg["data"]["pin_memory"] == "auto", name
         assert cfg["trainer"]["precision"] is None, name   # null = bf16/16-mixed on GPU, 32-true on CPU
-        assert runner.resolve_precision(dict(cfg["trainer"], accelerator="cpu")) == "32-true", name
+        assert resolve_precision(dict(cfg["trainer"], accelerator="cpu")) == "32-true", name
     for name in ("cls_demo", "seg_demo"):   # short CPU runs: compiling would not pay back
         assert _config(name)["model"]["compile"] is False
 
@@ -142,7 +143,7 @@ def test_bad_loader_setting_fails_before_work(tmp_path):
         command.main(["--task", "cls", f"--out_dir={tmp_path}", "--optim.fused=sometimes", "--wandb.enabled=false"])
     with pytest.raises(ConfigError, match="optim.fused: expected bool or .*auto.*, got .sometimes."):
         command.main(["--task", "seg", f"--out_dir={tmp_path}", "--optim.fused=sometimes", "--wandb.enabled=false"])
-    assert runner.resolve_fused("auto") is None and runner.resolve_fused(True) is True
+    assert resolve_fused("auto") is None and resolve_fused(True) is True
     assert not (tmp_path / "cls-demo").exists() and not (tmp_path / "seg-demo").exists()
 
 
@@ -184,6 +185,7 @@ class ArmBetweenLogSteps(Callback):
         self.counter["steps"] += self.counter["armed"]
 
 
+@pytest.mark.slow
 def test_no_host_sync_in_classification_training_steps(tmp_path):
     counter = {"armed": False, "calls": [], "steps": 0}
     every = 4
@@ -203,6 +205,32 @@ def test_no_host_sync_in_classification_training_steps(tmp_path):
     assert counter["steps"] == 6   # batches 1, 2, 4, 5, 6, 8 (0-based) are not log steps
     assert counter["calls"] == [], f"host syncs inside training steps: {counter['calls']}"
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
+
+
+def test_the_progress_bar_reads_the_metrics_only_at_log_steps():
+    from pipeline.train.progress import ThrottledMetrics, progress_bar
+
+    class Bar:   # stands in for Lightning's bar: each batch end shows the metrics
+        def __init__(self):
+            self.reads = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.shown = self.get_metrics(trainer, pl_module)
+
+        def get_metrics(self, trainer, pl_module):
+            self.reads += 1
+            return {"loss": self.reads}
+
+    class Throttled(ThrottledMetrics, Bar):
+        pass
+
+    bar = Throttled(every=3)
+    for batch_idx in range(7):
+        bar.on_train_batch_end(None, None, None, None, batch_idx)
+    assert bar.reads == 3 and bar.shown == {"loss": 3}   # batch 0 (nothing shown yet), 2 and 5
+    assert bar.get_metrics(None, None) == {"loss": 4}     # outside a training batch: read afresh
+    assert progress_bar({"enable_progress_bar": False}) == []
+    assert progress_bar({"log_every_n_steps": 7})[0].every == 7
 
 
 def test_nonfinite_loss_is_caught_at_the_next_check():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
+from pipeline.config import ConfigError
 from pipeline.errors import UserError
 from pipeline.groundtruth import load_ground_truth, seed_agreement
 from pipeline.groundtruth.claims import Claims
@@ -52,6 +53,7 @@ def test_sample_is_seeded_distinct_and_fills_every_params_band():
     assert ranked[0] < ranked[3] < ranked[6] < ranked[9]
 
 
+@pytest.mark.slow
 def test_too_few_architectures_within_the_limits_is_one_clear_error():
     from pipeline.groundtruth.sampling import stratified_sample
 
@@ -138,8 +140,8 @@ def test_a_claim_is_free_once_its_worker_is_gone_or_its_lease_ran_out(tmp_path):
     (["--shard=3/2"], "--shard='3/2': expected i/n"),
     (["--shard=x"], "expected i/n"),
     (["--seeds=[]"], "--seeds"),
-    (["--limits.max_params=0.0001"], "infeasible limits for space 'demo'"),
-    (["--train_args=[--trainer.bogus_key=1]"], "bogus_key"),
+    pytest.param(["--limits.max_params=0.0001"], "infeasible limits for space 'demo'", marks=pytest.mark.slow),
+    pytest.param(["--train_args=[--trainer.bogus_key=1]"], "bogus_key", marks=pytest.mark.slow),
     (["--limits.max_latency_ms=5"], "--limits.max_latency_ms: groundtruth samples within params/FLOPs limits only"),
 ])
 def test_bad_input_is_one_line_before_any_work(tmp_path, args, message):
@@ -149,6 +151,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, args, message):
     assert not (tmp_path / "bad" / "groundtruth.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_malformed_line_in_the_output_file_is_reported_with_its_number_and_kept(tmp_path):
     run_dir = tmp_path / "broken"
     run_dir.mkdir()
@@ -317,6 +320,19 @@ def test_a_diverged_network_is_recorded_without_metrics_and_not_retried(tmp_path
     assert sum("top1" in e.metrics for e in entries) == 2   # correlate leaves the diverged one out
 
 
+def test_one_measurement_trains_with_the_recipe_and_reports_the_last_top1():
+    from pipeline.groundtruth.training import recipe_config, train_architecture
+
+    recipe = recipe_config("cls_demo", ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                                        "--trainer.limit_val_batches=1", "--data.batch_size=16"])
+    spec = SearchSpace.load("demo").make_spec(64, [2], [2, 2], [2.0, 2.0])
+    result = train_architecture(recipe, spec, seed=0)
+    assert result["epochs"] == 1 and 0 <= result["metrics"]["top1"] <= 100 and result["wall_s"] > 0
+    assert recipe["arch"] is None   # the recipe itself is left as it was
+    with pytest.raises(ConfigError, match="unknown option"):
+        recipe_config("cls_demo", ["--trainer.bogus_key=1"])
+
+
 def test_the_package_re_exports_every_name_of_the_format():
     """``from pipeline.groundtruth import X`` works for every public name of ``format`` (a name left out
     of ``__all__`` broke correlate's committed budgets once)."""
@@ -330,6 +346,7 @@ def test_the_package_re_exports_every_name_of_the_format():
     assert inspect.isfunction(package.load_budgets)
 
 
+@pytest.mark.slow
 def test_the_committed_demo_ground_truth_is_read_by_correlate(tmp_path):
     """The shipped file (issue 22): at least 48 demo architectures with a top-1, a second seed on at
     least 12, and ``correlate --proxies=[params]`` on it exits 0 with its summary and noise ceiling."""

@@ -13,11 +13,16 @@ from pipeline.space import SearchSpace
 from pipeline.space.spec import SpecError
 
 
+def presets(*names: str) -> list:
+    """Space presets to run a test on; only the small demo space in the fast tier (``-m "not slow"``)."""
+    return [name if name == "demo" else pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
 def _small_input(spec, batch=2):
     return torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size)
 
 
-@pytest.mark.parametrize("name", ["autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny", "demo"])
+@pytest.mark.parametrize("name", presets("autoformer_tiny", "autoformer_small", "autoformer_base", "pit_tiny", "demo"))
 def test_forward_every_preset_and_exact_params(name):
     space = SearchSpace.load(name)
     spec = space.extreme_spec(largest=False)
@@ -29,7 +34,7 @@ def test_forward_every_preset_and_exact_params(name):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["autoformer_tiny", "pit_tiny", "demo"])
+@pytest.mark.parametrize("name", presets("autoformer_tiny", "pit_tiny", "demo"))
 def test_params_exact_on_random_specs(name):
     space = SearchSpace.load(name)
     rng = random.Random(3)
@@ -59,7 +64,7 @@ def test_params_and_flops_reproduce_all_1001_benchmark_architectures(name):
     assert kendalltau(ours, theirs).statistic > 0.95
 
 
-@pytest.mark.parametrize("name", ["autoformer_tiny", "pit_tiny", "demo"])
+@pytest.mark.parametrize("name", presets("autoformer_tiny", "pit_tiny", "demo"))
 def test_flops_match_torch_flop_counter(name):
     # flop_counter counts 2 FLOPs per multiply-add; it does not see inside CPU fused attention,
     # so attention is run unfused here.
@@ -94,6 +99,7 @@ def test_vit_intermediates_shapes_and_other_resolution():
     assert [tuple(m.shape) for m in maps] == [(1, spec.embed_dim, 12, 16)] * 3
 
 
+@pytest.mark.slow
 def test_relative_position_changes_output_and_uses_tables():
     spec = SearchSpace.load("autoformer_tiny").extreme_spec(False)
     model = build_model(spec, seed=0).eval()
@@ -127,6 +133,7 @@ def test_global_pool_avg_reads_the_mean_of_the_patch_tokens():
         dataclasses.replace(token, global_pool="max")
 
 
+@pytest.mark.slow
 def test_seeded_build_is_reproducible():
     spec = SearchSpace.load("demo").extreme_spec(True)
     a, b = build_model(spec, seed=1), build_model(spec, seed=1)
@@ -135,7 +142,7 @@ def test_seeded_build_is_reproducible():
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
 
 
-@pytest.mark.parametrize("name", ["autoformer_tiny", "pit_tiny", "demo"])
+@pytest.mark.parametrize("name", presets("autoformer_tiny", "pit_tiny", "demo"))
 def test_mlp_units_are_what_the_activations_see(name):
     """count_mlp_units: every MLP hidden unit over every token, the units NASWOT's codes span."""
     from pipeline.models import count_mlp_units

@@ -23,9 +23,15 @@ def _rel_err(a, b):
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("space,n", [("demo", 6), ("pit_tiny", 3)])
-@pytest.mark.parametrize("reduction", ["sum", "projection", "loss"])
-@pytest.mark.parametrize("params", ["all", "weights"])
+# The fast tier checks the engine on two of the twelve cases (both parameter sets, two reductions).
+FAST_ENGINE_CASES = {("demo", "sum", "weights"), ("demo", "loss", "all")}
+ENGINE_CASES = [pytest.param(space, n, reduction, params, id=f"{params}-{reduction}-{space}-{n}",
+                             marks=() if (space, reduction, params) in FAST_ENGINE_CASES else pytest.mark.slow)
+                for space, n in (("demo", 6), ("pit_tiny", 3)) for reduction in ("sum", "projection", "loss")
+                for params in ("all", "weights")]
+
+
+@pytest.mark.parametrize("space,n,reduction,params", ENGINE_CASES)
 def test_fast_engine_equals_reference(space, n, reduction, params):
     sp = SearchSpace.load(space)
     spec = sp.sample(random.Random(n)) if space == "demo" else sp.extreme_spec(False)
@@ -43,6 +49,7 @@ def test_fast_engine_equals_reference(space, n, reduction, params):
     assert all(p.requires_grad for p in model.parameters())  # requires_grad restored
 
 
+@pytest.mark.slow
 def test_fast_engine_equals_reference_autoformer_with_relative_positions():
     spec = SearchSpace.load("autoformer_tiny").extreme_spec(False)
     model = disable_fused_attention(build_model(spec, seed=0))
@@ -50,6 +57,7 @@ def test_fast_engine_equals_reference_autoformer_with_relative_positions():
     assert _rel_err(empirical_ntk(model, x), empirical_ntk_reference(model, x)) < 1e-4
 
 
+@pytest.mark.slow
 def test_train_mode_and_chunking_give_same_kernel():
     spec = SearchSpace.load("demo").extreme_spec(True)
     model = disable_fused_attention(build_model(spec, seed=0))
@@ -83,6 +91,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_memory_stays_far_below_holding_the_jacobian(tmp_path):
     script = tmp_path / "mem.py"
     script.write_text(MEMORY_SCRIPT)
@@ -131,6 +140,7 @@ def test_lga_equals_formula_on_constructed_kernel():
         label_gradient_alignment(torch.ones(3, 3), labels)
 
 
+@pytest.mark.slow
 def test_lga_minimal_training_changes_score():
     spec = SearchSpace.load("demo").extreme_spec(False)
     x, y = probe_batch(8, 32, source="demo")
@@ -188,6 +198,7 @@ def test_ntk_proxies_are_deterministic_and_directional():
         assert a.valid and a.value == b.value and a.higher_is_better is higher
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("params", ["all", "backbone", "weights"])
 def test_normalised_kernel_equals_reference(params):
     spec = SearchSpace.load("demo").sample(random.Random(4))
@@ -210,6 +221,7 @@ def test_backbone_parameter_set_excludes_the_head():
     assert len(names) == len(list(model.parameters())) - 2
 
 
+@pytest.mark.slow
 def test_ntk_proxy_values_equal_a_brute_force_kernel():
     """ntk_cond / ntk_trace / ntk_fro / lga from the registry against a kernel built by hand:
     per-sample gradients of the summed logits w.r.t. every linear/conv kernel, in float64."""
@@ -230,6 +242,7 @@ def test_ntk_proxy_values_equal_a_brute_force_kernel():
         assert got.valid and got.value == pytest.approx(value, rel=2e-3), name
 
 
+@pytest.mark.slow
 def test_vintk_flops_is_seed_averaged_logdet_of_the_reference_kernel_plus_log_flops():
     """Brute force: the per-sample-loop NTK (weights, trace-normalised per tensor) under each
     initialisation, its mean log eigenvalue averaged, plus log MACs (millions)."""

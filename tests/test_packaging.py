@@ -58,6 +58,7 @@ def test_config_by_shipped_name_path_or_user_file(tmp_path, monkeypatch):
         find_config("cls_demo", "search")  # a train config's name is not a search config
 
 
+@pytest.mark.slow
 def test_bad_config_name_is_one_line_and_exit_2(tmp_path):
     res = run_cli("train", "--task", "cls", "--config", "imagenet", cwd=tmp_path)
     assert res.returncode == 2, res.stderr[-800:]

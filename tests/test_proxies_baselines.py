@@ -1,7 +1,5 @@
 """Baseline proxies: values on hand-checkable networks, registry integration, determinism."""
 import dataclasses
-import importlib
-import importlib.util
 import math
 import random
 
@@ -17,22 +15,12 @@ from pipeline.models.layers import Attention, ClassToken, TokenPosition
 from pipeline.models.pit import PoolingTransformer
 from pipeline.models.supernet import build_from_supernet, supernet_spec
 from pipeline.proxies import InvalidScore, available_proxies, compute_proxy, get_proxy
-from pipeline.proxies import registry
 from pipeline.proxies.baselines import (DSS_VARIANTS, dss_layers, dss_parts, dss_score, find_head,
                                         grad_norm_score, naswot_score, snip_score, synflow_score,
                                         token_parameters)
 from pipeline.space import SearchSpace
 
 BASELINES = ["params", "flops", "mlp_units", "naswot", "synflow", "grad_norm", "snip", "dss"]
-
-
-@pytest.fixture
-def builtin_registry(monkeypatch):
-    """Load the registry. While ``ntk_proxies`` is still being written elsewhere, register only
-    the baselines; once it exists this fixture changes nothing."""
-    if importlib.util.find_spec("pipeline.proxies.ntk_proxies") is None:
-        monkeypatch.setattr(registry, "_load_builtin",
-                            lambda: importlib.import_module("pipeline.proxies.baselines"))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +95,7 @@ def test_naswot_vit_codes_cover_all_tokens_and_layers(demo_spec, probe):
     _assert_unchanged(model, snap)
 
 
-def test_naswot_identical_images_flagged_not_crash(builtin_registry, demo_spec, probe):
+def test_naswot_identical_images_flagged_not_crash(demo_spec, probe):
     images, labels = probe
     same = images[:1].repeat(4, 1, 1, 1)
     score = compute_proxy("naswot", demo_spec, same, labels[:4])
@@ -138,7 +126,8 @@ def test_synflow_hand_values():
     assert net[0].weight.dtype == torch.float32 and net[0].weight[0, 1] == -2.0
 
 
-def test_synflow_option_through_registry(builtin_registry, demo_spec, probe):
+@pytest.mark.slow
+def test_synflow_option_through_registry(demo_spec, probe):
     images, labels = probe
     weights = compute_proxy("synflow", demo_spec, images, labels)
     every = compute_proxy("synflow", demo_spec, images, labels, options={"weights_only": False})
@@ -305,6 +294,7 @@ def test_dss_layer_partition_on_vit_and_pit(demo_spec):
 
 
 # ----------------------------------------------------------------------------- supernet slices
+@pytest.mark.slow
 def test_supernet_slices_share_weights(demo_spec):
     space = SearchSpace.load("demo")
     largest = space.extreme_spec(largest=True)
@@ -331,7 +321,8 @@ def test_supernet_slices_share_weights(demo_spec):
     assert all(torch.equal(v, own[k]) for k, v in build_from_supernet(loose, seed=3).state_dict().items())
 
 
-def test_dss_and_synflow_init_options(builtin_registry, demo_spec, probe):
+@pytest.mark.slow
+def test_dss_and_synflow_init_options(demo_spec, probe):
     images, labels = probe
     assert get_proxy("dss").defaults == {"variant": "released", "init": "supernet"}
     assert get_proxy("synflow").defaults == {"weights_only": True, "init": "network"}
@@ -346,7 +337,7 @@ def test_dss_and_synflow_init_options(builtin_registry, demo_spec, probe):
 
 
 # ----------------------------------------------------------------------------- registry
-def test_registered_with_directions(builtin_registry):
+def test_registered_with_directions():
     names = available_proxies()
     assert set(BASELINES) <= set(names)
     for name in BASELINES:
@@ -355,7 +346,8 @@ def test_registered_with_directions(builtin_registry):
         assert info.description
 
 
-def test_every_baseline_computes_valid_and_deterministic(builtin_registry, demo_spec, probe):
+@pytest.mark.slow
+def test_every_baseline_computes_valid_and_deterministic(demo_spec, probe):
     images, labels = probe
     model = build_model(demo_spec, seed=0)
     expected = {
@@ -382,7 +374,8 @@ def test_every_baseline_computes_valid_and_deterministic(builtin_registry, demo_
             assert other.value != first.value, name                              # the seed is used
 
 
-def test_bigger_network_scores_higher_on_size_proxies(builtin_registry, probe):
+@pytest.mark.slow
+def test_bigger_network_scores_higher_on_size_proxies(probe):
     space = SearchSpace.load("demo")
     small, large = space.extreme_spec(largest=False), space.extreme_spec(largest=True)
     images, labels = probe

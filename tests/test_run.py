@@ -18,6 +18,7 @@ TINY = ["--search.strategy.name=random", "--search.strategy.random.samples=4",
         "--seg.eval.log_images=2"]
 
 
+@pytest.mark.slow
 def test_stage_overrides_are_checked_keys_of_the_stage_configs():
     cfg = parse_config(["--cls.optim.lr=1e-3", "--stages=[seg,search]", "--search={strategy: {name: random}}"])
     assert cfg["cls"]["optim"]["lr"] == 1e-3 and isinstance(cfg["cls"]["optim"]["lr"], float)
@@ -81,6 +82,7 @@ def test_run_end_to_end_skips_finished_stages(tmp_path):
     assert changed.returncode == 2 and "finished with other settings (optim.lr)" in changed.stderr
 
 
+@pytest.mark.slow
 def test_run_help_and_bad_override():
     done = run_cli("run", "--help")
     assert done.returncode == 0 and "--search.strategy.name" in done.stdout
@@ -103,6 +105,7 @@ def test_search_refuses_to_mix_scores_of_another_proxy(tmp_path):
         check_resumable(dict(cfg, proxy={**cfg["proxy"], "name": "ntk_cond"}), out)
 
 
+@pytest.mark.slow
 def test_missing_data_roots_fail_before_the_search(tmp_path):
     real = REPO / "configs/run/autoformer_tiny_imagenet_ade20k.yaml"
     done = run_cli("run", "--config", str(real), f"--out_dir={tmp_path}", f"--search.probe.root={tmp_path}")
@@ -136,3 +139,10 @@ def test_refuses_to_run_under_a_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="not under torchrun"):
         parse_config([])
+
+
+def test_run_refuses_to_start_under_a_launcher(tmp_path):
+    res = run_cli("run", f"--out_dir={tmp_path}", env={"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    assert res.returncode == 2
+    assert "--search.trainer.devices=N" in res.stderr and "--cls.trainer.devices=N" in res.stderr
+    assert not any(tmp_path.iterdir())

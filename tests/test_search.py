@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from PIL import Image
 
 from conftest import REPO, run_cli
 from pipeline.models import count_flops, count_params
@@ -129,6 +130,7 @@ def _files(out):
     return {p.name for p in out.iterdir()}
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_demo_space(tmp_path):
     res = run_cli("search", f"--out_dir={tmp_path}", "--run_name=e2e", *SMALL)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -153,6 +155,7 @@ def test_cli_end_to_end_on_demo_space(tmp_path):
     assert media == {"pareto", "convergence"}, media   # one W&B key per plot (they differ in size)
 
 
+@pytest.mark.slow
 def test_same_seed_same_choice_and_resume_after_kill(tmp_path):
     args = ["search", "--run_name=r", *SMALL, "--strategy.evolution.generations=4", "--wandb.enabled=false"]
     ref = run_cli(*args, f"--out_dir={tmp_path / 'a'}")
@@ -207,6 +210,33 @@ def test_two_process_ddp_equals_single_process(tmp_path):
 # Bad options of every kind: tests/test_bad_input.py.
 
 
+@pytest.mark.slow
 def test_missing_probe_root_names_the_path(tmp_path):
     res = run_cli("search", f"--out_dir={tmp_path}", "--probe.source=folder", f"--probe.root={tmp_path / 'nope'}")
     assert res.returncode == 2 and str(tmp_path / "nope") in res.stderr
+
+
+@pytest.mark.slow
+def test_probe_labels_outside_the_classes_are_an_error(tmp_path):
+    from pipeline.proxies.ntk_proxies import _minimal_training
+    from pipeline.search.callback import check_probe_labels
+
+    space = SearchSpace.load("demo")   # 10 classes
+    check_probe_labels(torch.arange(10), space)
+    with pytest.raises(ValueError, match=r"labels run up to 11.*10 classes.*--probe.source=photos"):
+        check_probe_labels(torch.arange(12), space)
+    net = torch.nn.Linear(3, 4)
+    net.num_classes = 4
+    with pytest.raises(ValueError, match="outside the network's 4 classes"):
+        _minimal_training(net, torch.randn(2, 3), torch.tensor([1, 7]), steps=1, lr=0.1)
+
+    # the CLI: a folder probe with 12 classes for the 10-class demo space, refused before any work
+    root = tmp_path / "data"
+    for c in range(12):
+        (root / "train" / f"c{c:02d}").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (20 * c, 0, 0)).save(root / "train" / f"c{c:02d}" / "0.png")
+    res = run_cli("search", f"--out_dir={tmp_path / 'out'}", "--probe.source=folder", f"--probe.root={root}",
+                  "--probe.n=12", "--wandb.enabled=false", env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "error: probe labels run up to 11" in res.stderr and "fixed.num_classes >= 12" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -118,3 +118,44 @@ def test_mutation_probabilities_are_respected():
     changed = sum(space.mutate(base, rng, layer_prob=1.0, global_prob=0.0).num_heads != base.num_heads
                   for _ in range(20))
     assert changed >= 18
+
+
+def test_pit_spec_with_heads_changing_inside_a_stage_is_an_error():
+    ok = ArchSpec(family="pit", embed_dim=16, num_heads=(2, 2, 4), mlp_ratio=(2.0,) * 3, stage_depths=(2, 1))
+    assert ok.stage_depths == (2, 1)
+    with pytest.raises(SpecError, match=r"PiT stage 0 has heads \[2, 4\].*same num_heads"):
+        ArchSpec(family="pit", embed_dim=16, num_heads=(2, 4, 4), mlp_ratio=(2.0,) * 3, stage_depths=(2, 1))
+    d = {"name": "bad", "family": "pit", "choices": {"embed_dim": [16], "stage_depths": [[1, 2], [1, 2]],
+                                                     "mlp_ratio": [2], "num_heads": {"values": [2, 4], "per": "layer"}},
+         "fixed": {"img_size": 32, "patch_size": 8, "patch_stride": 4, "num_classes": 10}}
+    with pytest.raises(SpecError, match="set choices.num_heads.per to 'stage'"):
+        SearchSpace.from_dict(d)
+    d["choices"]["num_heads"]["per"] = "stage"
+    SearchSpace.from_dict(d)
+
+
+def test_spec_sources_inline_file_and_export_without_weights(tmp_path):
+    """What a training run's spec is read from (pipeline.space.sources): an inline mapping, a file,
+    or the spec inside a classification export, read without reading its tensors."""
+    import torch
+
+    from pipeline.space.sources import as_spec, exported_spec, read_spec
+
+    spec = ArchSpec(family="vit", embed_dim=32, num_heads=(2, 2), mlp_ratio=(2.0, 2.0), img_size=32, patch_size=8)
+    inline = read_spec(spec.to_dict())
+    assert inline.spec == spec and inline.file is None and "inline" in inline.source
+    path = spec.save(tmp_path / "arch.yaml")
+    from_file = read_spec(str(path))
+    assert from_file.spec == spec and from_file.file == path and from_file.source == str(path)
+    assert as_spec(spec) is spec
+    with pytest.raises(SpecError, match="a spec must be a mapping of spec fields, got list"):
+        as_spec([1, 2])
+
+    big = torch.zeros(1_000_000)   # 4 MB that the spec reader maps, not reads
+    torch.save({"spec": spec.to_dict(), "state_dict": {"w": big}}, tmp_path / "model.pt")
+    assert exported_spec(tmp_path / "model.pt") == spec
+    with pytest.raises(SpecError, match="does not exist; `python -m pipeline train --task cls` writes"):
+        exported_spec(tmp_path / "missing.pt")
+    torch.save({"weights": big}, tmp_path / "other.pt")
+    with pytest.raises(SpecError, match=r"not a classification export: .*found \['weights'\]"):
+        exported_spec(tmp_path / "other.pt")

@@ -13,7 +13,8 @@ from PIL import Image
 
 from conftest import REPO, offline_artifact_has, run_cli
 from pipeline.classification import ClassificationModule, load_backbone, load_exported
-from pipeline import cli
+from pipeline import accelerator, cli
+from pipeline.classification.task import ClassificationTask
 from pipeline.errors import UserError
 from pipeline.config import ConfigError
 from pipeline.data import DemoClassification
@@ -68,7 +69,7 @@ def test_fast_dev_run_demo_config(tmp_path):
     assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["arch"] == tiny_spec().to_dict()
-    assert cfg["trainer"]["precision"] == runner.resolve_precision({"precision": None})   # null = auto
+    assert cfg["trainer"]["precision"] == accelerator.resolve_precision({"precision": None})   # null = auto
     assert cfg["seed_everything"] == 0 and "default_arch" in cfg
 
 
@@ -89,8 +90,8 @@ def test_imagenet_recipe_is_deit():
     assert cfg["aug"]["re_prob"] == 0.25 and cfg["aug"]["auto_augment"].startswith("rand-")
     assert cfg["model"]["drop_path"] == 0.1 and cfg["trainer"]["max_epochs"] == 300
     assert cfg["trainer"]["precision"] is None and cfg["default_arch"] is None
-    assert runner.resolve_precision({"accelerator": "cpu", "precision": None}) == "32-true"
-    assert runner.resolve_precision({"accelerator": "cpu", "precision": "bf16-mixed"}) == "bf16-mixed"
+    assert accelerator.resolve_precision({"accelerator": "cpu", "precision": None}) == "32-true"
+    assert accelerator.resolve_precision({"accelerator": "cpu", "precision": "bf16-mixed"}) == "bf16-mixed"
     # lr scaling: 5e-4 x (128 per device x 8 devices) / 512 = 1e-3
     module = ClassificationModule(tiny_spec(), lr=5e-4, base_batch=512, batch_size=128)
     module._trainer = type("T", (), {"world_size": 8, "accumulate_grad_batches": 1, "datamodule": None})()
@@ -111,14 +112,49 @@ def trained(tmp_path_factory):
     return out / "short", spec, args
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole run at its smallest (2 training batches, 1 validation batch, the progress bar on):
+    checkpoints, final validation, exports, metrics.json; what needs no learning reads this run."""
+    out = tmp_path_factory.mktemp("smoke")
+    spec = SearchSpace.load("demo").make_spec(64, [2], [2, 2], [2.0, 2.0])
+    arch = write_spec(out / "spec.yaml", spec)
+    args = ["--task", "cls", "--arch", arch, f"--out_dir={out}", "--run_name=smoke", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--data.batch_size=16",
+            "--optim.warmup_epochs=0", "--trainer.num_sanity_val_steps=0", "--wandb.enabled=false"]
+    assert main(args) == 0
+    return out / "smoke", spec, args
+
+
+def test_a_run_writes_every_output(smoke_run):
+    run, spec, _ = smoke_run
+    assert {"best.ckpt", "last.ckpt", "model.pt", "model.pt2", "model.onnx", "metrics.json", "arch.yaml",
+            "config.yaml"} <= {p.name for p in run.iterdir()}
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["exports"] == ["model.pt2", "model.onnx"] and summary["epochs"] == 1
+    assert 0 <= summary["val/top1"] <= 1 and summary["arch_source"].endswith("spec.yaml")
+    assert ArchSpec.load(run / "arch.yaml") == spec
+    # last.ckpt carries the random state, and putting it back replays the same draws
+    from pipeline.train.rng import RngState
+
+    callbacks = torch.load(run / "last.ckpt", weights_only=True)["callbacks"]
+    state = next(v for k, v in callbacks.items() if k.startswith("RngState"))
+    draws = []
+    for _ in range(2):
+        RngState().load_state_dict(state)
+        draws.append(torch.rand(3))
+    assert torch.equal(*draws)
+
+
+@pytest.mark.slow
 def test_demo_config_learns(trained):
     run, _, _ = trained
     metrics = torch.load(run / "model.pt", weights_only=True)["metrics"]
     assert metrics["val/top1"] > 0.25, metrics  # chance is 0.1
 
 
-def test_checkpoint_round_trip(trained):
-    run, spec, _ = trained
+def test_checkpoint_round_trip(smoke_run):
+    run, spec, _ = smoke_run
     exported_spec, state = load_exported(run / "model.pt")
     build_model(exported_spec).load_state_dict(state)
     for name in ("best.ckpt", "last.ckpt", "model.pt"):
@@ -134,14 +170,14 @@ def test_checkpoint_round_trip(trained):
     assert isinstance(backbone.head, torch.nn.Identity)
 
 
-def test_portable_exports_match_pytorch(trained):
+def test_portable_exports_match_pytorch(smoke_run):
     """model.pt2 (torch alone) and model.onnx (onnxruntime) give the trained network's logits."""
     import onnxruntime as ort  # the test extra
     from torchvision.transforms.v2 import functional as TF
 
     from pipeline.data.demo import MEAN, STD, gray_to_rgb, load_demo_arrays
 
-    run, _, _ = trained
+    run, _, _ = smoke_run
     images = gray_to_rgb(torch.from_numpy(load_demo_arrays()["val_images"][:7]), 32)  # [0, 1] RGB, as users have
     net = ClassificationModule.load_from_checkpoint(run / "best.ckpt", map_location="cpu").eval()
     with torch.no_grad():
@@ -164,6 +200,7 @@ def test_portable_exports_match_pytorch(trained):
     assert done.stdout.strip() == "torch.Size([3, 10]) []", done.stdout + done.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_resume_continues_last_checkpoint(trained):
     run, _, args = trained
     before = torch.load(run / "last.ckpt", weights_only=True)
@@ -234,6 +271,7 @@ def test_bad_settings_fail_before_training(tmp_path, override, match):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_an_error_and_leaves_no_checkpoint(tmp_path):
     root = make_folder(tmp_path / "data")
     (root / "train" / "bee" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
@@ -265,7 +303,8 @@ def test_task_is_required_and_checked():
 
 # ----------------------------------------------------------------- architecture choice
 def default_spec(cfg):
-    return runner.resolve_spec(cfg, Path(cfg["out_dir"]) / cfg["run_name"])
+    choice = runner.resolve_spec(ClassificationTask(), cfg, Path(cfg["out_dir"]) / cfg["run_name"])
+    return choice.spec, choice.source
 
 
 def test_default_arch_is_newest_searched_demo_spec(tmp_path):
@@ -305,6 +344,7 @@ def test_imagenet_config_without_arch_stops_before_any_work(tmp_path, monkeypatc
     assert time.time() - start < 60   # stopped at the spec, before data, model or Trainer
 
 
+@pytest.mark.slow
 def test_spec_resolution_order(tmp_path):
     """--arch, else the resumed run's own spec, else default_arch; resuming refuses another --arch."""
     searched = SearchSpace.load("demo").make_spec(64, [3], [2] * 3, [2.0] * 3)
@@ -314,31 +354,33 @@ def test_spec_resolution_order(tmp_path):
 
     def resolve(*args):
         cfg = parse_config("cls", [f"--out_dir={tmp_path}", "--run_name=run", *args])[0]
-        return runner.resolve_spec(cfg, tmp_path / "run")
+        return runner.resolve_spec(ClassificationTask(), cfg, tmp_path / "run")
 
-    assert resolve()[0] == searched                                        # default_arch
-    spec, source = resolve("--arch", arch)                                  # an explicit --arch wins
-    assert spec == tiny_spec() and source == arch
+    picked = resolve()                                                     # default_arch
+    assert picked.spec == searched and picked.file == tmp_path / "search" / "arch.yaml"
+    explicit = resolve("--arch", arch)                                      # an explicit --arch wins
+    assert explicit.spec == tiny_spec() and explicit.source == arch and explicit.file == Path(arch)
     inline = resolve(f"--arch={json.dumps(tiny_spec(num_classes=3).to_dict())}")   # an inline mapping
-    assert inline[0] == tiny_spec(num_classes=3) and "inline" in inline[1]
-    assert resolve("--resume", "--arch", arch)[0] == tiny_spec()            # nothing resumable yet: --arch
+    assert inline.spec == tiny_spec(num_classes=3) and "inline" in inline.source and inline.file is None
+    assert resolve("--resume", "--arch", arch).spec == tiny_spec()          # nothing resumable yet: --arch
 
     trained = tiny_spec(num_classes=4)
     trained.save(tmp_path / "run" / "arch.yaml")                           # the run's own spec
-    spec, source = resolve("--resume")
-    assert spec == trained and "being resumed" in source                    # not default_arch
-    assert resolve("--resume", "--arch", str(tmp_path / "run" / "arch.yaml"))[0] == trained
+    resumed = resolve("--resume")                                           # not default_arch
+    assert resumed.spec == trained and "being resumed" in resumed.source
+    assert resumed.file == tmp_path / "run" / "arch.yaml"
+    assert resolve("--resume", "--arch", str(tmp_path / "run" / "arch.yaml")).spec == trained
     with pytest.raises(UserError, match="--resume: .*is not the architecture of.*drop --arch"):
         resolve("--resume", "--arch", arch)
-    assert resolve("--resume=false", "--arch", arch)[0] == tiny_spec()         # a fresh run: --arch
-    assert resolve()[0] == searched                                        # not resuming: default_arch
+    assert resolve("--resume=false", "--arch", arch).spec == tiny_spec()       # a fresh run: --arch
+    assert resolve().spec == searched                                      # not resuming: default_arch
     # the real-data config has no default_arch: --arch is required
     with pytest.raises(UserError, match="no architecture given: pass --arch"):
-        runner.resolve_spec(parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
+        runner.resolve_spec(ClassificationTask(), parse_config("cls", ["--config", str(IMAGENET)])[0], tmp_path / "x")
 
 
-def test_resume_with_another_arch_is_refused_before_work(trained, tmp_path):
-    run, _, args = trained
+def test_resume_with_another_arch_is_refused_before_work(smoke_run, tmp_path):
+    run, _, args = smoke_run
     other = write_spec(tmp_path / "other.yaml", tiny_spec())
     before = (run / "last.ckpt").stat().st_mtime
     with pytest.raises(UserError, match="is not the architecture of"):
@@ -356,6 +398,7 @@ def test_lazy_build_for_the_search_callback():
     assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_search_callback_attached_to_a_training_run(tmp_path):
     """The search runs before fitting, probes with the DataModule's images, and the module trains
     the chosen spec."""
@@ -380,6 +423,7 @@ def test_search_callback_attached_to_a_training_run(tmp_path):
 
 
 # ------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_trains_and_writes_its_files(tmp_path):
     arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
     result = run_cli("train", "--task", "cls", "--arch", arch, f"--out_dir={tmp_path}", "--run_name=cli",
@@ -397,6 +441,7 @@ def test_cli_trains_and_writes_its_files(tmp_path):
     assert ArchSpec.load(run / "arch.yaml") == tiny_spec()
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     (tmp_path / "arch.yaml").write_text("family: vit\n")
     result = run_cli("train", "--task", "cls", "--arch", str(tmp_path / "arch.yaml"), f"--out_dir={tmp_path}",
@@ -404,3 +449,14 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert "missing required field" in result.stderr
+
+
+def test_augmentation_splits_between_the_module_and_the_datamodule():
+    """The batch-mixing and loss fields of ``aug`` go to the module, the rest to the DataModule."""
+    from dataclasses import fields
+
+    from pipeline.classification.settings import MIXUP_KEYS, Augmentation
+
+    assert MIXUP_KEYS == ("mixup", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing")
+    assert [f.name for f in fields(Augmentation)][-len(MIXUP_KEYS):] == list(MIXUP_KEYS)
+    assert Augmentation().mixup_prob == 1.0 and Augmentation().switch_prob == 0.5

@@ -23,7 +23,7 @@ from pipeline.segmentation.backbone import SpecViT, resize_abs_pos, resize_rel_t
 from pipeline.segmentation.checkpoint import CheckpointError, init_backbone
 from pipeline.segmentation.model import build_segmentor, segmentor_config
 from pipeline.segmentation.module import SegIoUMetric
-from pipeline.segmentation.task import majority_baseline
+from pipeline.segmentation.task import SegmentationTask, majority_baseline
 from pipeline.space import SearchSpace
 from pipeline.space.spec import ArchSpec
 from pipeline.train import runner
@@ -44,6 +44,7 @@ def _spec_file(tmp_path: Path, spec: ArchSpec = DEMO_SPEC) -> Path:
 
 
 # ---------------------------------------------------------------------------------- compat
+@pytest.mark.slow
 def test_mmseg_models_import_with_mmcv_lite():
     """A fresh interpreter: importing the compat first makes `import mmseg.models` work."""
     code = ("import pipeline.compat as c, mmseg.models, mmcv.ops; "
@@ -87,7 +88,8 @@ def test_compat_steps_aside_for_real_mmcv_ops(monkeypatch):
 
 
 # -------------------------------------------------------------------------------- backbone
-@pytest.mark.parametrize("space,img", [("demo", 64), ("autoformer_tiny", 64), ("pit_tiny", 96)])
+@pytest.mark.parametrize("space,img", [("demo", 64), pytest.param("autoformer_tiny", 64, marks=pytest.mark.slow),
+                                       pytest.param("pit_tiny", 96, marks=pytest.mark.slow)])
 def test_backbone_feature_shapes(space, img):
     spec = SearchSpace.load(space).sample(random.Random(0))
     b = SpecViT(spec.to_dict(), img_size=img)
@@ -235,7 +237,7 @@ def _cityscapes_folder(root: Path, size=(32, 64)) -> Path:
     return root
 
 
-@pytest.mark.parametrize("dataset", ["ade20k", "cityscapes"])
+@pytest.mark.parametrize("dataset", [pytest.param("ade20k", marks=pytest.mark.slow), "cityscapes"])
 def test_one_training_step_of_the_real_dataset_configs(tmp_path, capsys, dataset):
     """The ADE20K / Cityscapes configs (mmseg's dataset classes, pipelines and IoUMetric) on tiny
     generated folders, with sliding-window validation."""
@@ -269,6 +271,7 @@ def test_one_training_step_of_the_real_dataset_configs(tmp_path, capsys, dataset
     assert (out / "config.yaml").is_file() and (out / "val_examples.png").is_file()
 
 
+@pytest.mark.slow
 def test_demo_learns(tmp_path):
     """A short demo run (a cheaper head: no neck, all maps at the token stride) clearly beats the
     untrained model and the majority-class baseline (same seed, the whole val set)."""
@@ -359,7 +362,8 @@ def test_spec_resolution_order(tmp_path):
 
     def resolve(*args):
         cfg = parse_config("seg", [f"--out_dir={tmp_path}", "--run_name=run", *args])[0]
-        return runner.resolve_spec(cfg, tmp_path / "run")
+        choice = runner.resolve_spec(SegmentationTask(), cfg, tmp_path / "run")
+        return choice.spec, choice.source
 
     default, source = resolve()                                       # the demo config's default_arch
     assert default == ArchSpec.load(REPO / "configs" / "train" / "demo_default_arch.yaml")
@@ -380,9 +384,10 @@ def test_spec_resolution_order(tmp_path):
     cfg = parse_config("seg", ["--config", str(REPO / "configs/train/seg_ade20k.yaml")])[0]
     assert cfg["default_arch"] is None and cfg["backbone_ckpt"] is None
     with pytest.raises(UserError, match="pass --arch .* or --backbone_ckpt"):
-        runner.resolve_spec(cfg, tmp_path / "x")
+        runner.resolve_spec(SegmentationTask(), cfg, tmp_path / "x")
     cfg["backbone_ckpt"] = str(ckpt)
-    assert runner.resolve_spec(cfg, tmp_path / "x")[0] == DEMO_SPEC
+    from_ckpt = runner.resolve_spec(SegmentationTask(), cfg, tmp_path / "x")
+    assert from_ckpt.spec == DEMO_SPEC and from_ckpt.file is None   # a checkpoint is handed over as a model, not an arch
 
 
 def test_resume_with_another_arch_fails_before_work(tmp_path):
@@ -399,6 +404,7 @@ def _cli(*args: str):
     return run_cli("train", "--task", "seg", *args)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_baseline(tmp_path):
     ckpt = tmp_path / "model.pt"
     _export(ckpt, DEMO_SPEC)
@@ -445,6 +451,7 @@ def _check_exported_segmentor(out: Path) -> None:
     assert json.loads((out / "metrics.json").read_text())["exports"] == ["model.pt2"]
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2(tmp_path):
     r = _cli("--data.data_root=" + str(tmp_path / "missing"), "--wandb.mode=disabled")
     assert r.returncode == 2

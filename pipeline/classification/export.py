@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
+from pipeline.space.sources import read_export
 from pipeline.space.spec import ArchSpec, SpecError
 from pipeline.utils.io import atomic_write
 
@@ -78,26 +79,9 @@ def export_portable(run_dir: str | Path, net: nn.Module, image_size: int, mean: 
     return written
 
 
-def read_exported(path: str | Path) -> dict[str, Any]:
-    """The whole ``model.pt`` payload, checked; SpecError with a clear message otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"exported model {path} does not exist; `python -m pipeline train --task cls` "
-                        "writes <out_dir>/<run_name>/model.pt")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpecError(f"exported model {path} cannot be read ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or not {"spec", "state_dict"} <= set(payload):
-        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise SpecError(f"{path} is not a classification export: expected a mapping with 'spec' and "
-                        f"'state_dict' (the model.pt of `train --task cls`), found {found}")
-    return payload
-
-
 def load_exported(path: str | Path) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
     """``(spec, state_dict)`` of an exported model; ``build_model(spec).load_state_dict(sd)`` restores it."""
-    payload = read_exported(path)
+    payload = read_export(path)
     try:
         spec = ArchSpec.from_dict(payload["spec"])
     except TypeError as e:

@@ -43,8 +43,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from pipeline.distributed import any_rank
+from pipeline.accelerator import use_fused
+from pipeline.finite_loss import FiniteLossCheck
 from pipeline.models import build_model
+from pipeline.space.sources import as_spec
 from pipeline.space.spec import ArchSpec, SpecError
 
 # Parameters that never get weight decay (DeiT's no_weight_decay + relative position tables);
@@ -53,34 +55,7 @@ NO_WEIGHT_DECAY = ("*cls_token*", "*pos_embed*", "*table_v", "*table_h")
 SAMPLE_IMAGES = 16
 
 
-def as_spec(spec: ArchSpec | dict[str, Any]) -> ArchSpec:
-    """An ArchSpec from an ArchSpec or a mapping of spec fields (SpecError otherwise)."""
-    if isinstance(spec, ArchSpec):
-        return spec
-    if not isinstance(spec, dict):
-        raise SpecError(f"a spec must be a mapping of spec fields, got {type(spec).__name__}")
-    try:
-        return ArchSpec.from_dict(dict(spec))
-    except TypeError as e:
-        raise SpecError(f"invalid spec: {e}") from e
-
-
-def use_fused(opt: str, groups, fused: Optional[bool] = None) -> bool:
-    """Whether to ask for torch's fused Adam/AdamW: one kernel per step instead of a few per tensor.
-
-    ``fused=None`` (auto): when the optimiser is Adam or AdamW and every parameter is on CUDA
-    (``configure_optimizers`` runs after Lightning moved the network to its device); True
-    forces it (torch also has fused CPU kernels), False turns it off.
-    """
-    if opt.lower() not in ("adam", "adamw") or fused is False:
-        return False
-    if fused:
-        return True
-    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
-    return bool(params) and all(p.is_cuda for p in params)
-
-
-class ClassificationModule(LightningModule):
+class ClassificationModule(FiniteLossCheck, LightningModule):
     """Image classification with a ViT built from a spec.
 
     Args:
@@ -133,8 +108,6 @@ class ClassificationModule(LightningModule):
         self._last_batch_end = 0.0
         self._epoch_images = 0
         self._samples: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
-        self._nonfinite: Optional[torch.Tensor] = None   # device flag: a non-finite loss since the last check
-        self._checked_step = 0
         if spec_dict is not None:
             self._build()
 
@@ -207,8 +180,7 @@ class ClassificationModule(LightningModule):
                 x, y = x[:-1], y[:-1]
             x, y = self.mixup_fn(x, y)
         loss = self.train_loss_fn(self(x), y)
-        bad = ~torch.isfinite(loss.detach())
-        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        self.note_loss(loss)
         self._epoch_images += x.shape[0]
         self._last_batch_end = time.perf_counter()
         # A torchmetrics mean: per-step values stay on this device, the epoch mean is reduced
@@ -216,24 +188,6 @@ class ClassificationModule(LightningModule):
         self.train_loss(loss.detach(), x.shape[0])
         self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = max(1, int(self.trainer.log_every_n_steps or 1))
-        if (batch_idx + 1) % every == 0:
-            self.check_finite()
-
-    def check_finite(self) -> None:
-        """Raise FloatingPointError if a training loss since the last check was NaN or infinite.
-
-        Checked every ``log_every_n_steps`` steps and before validation, which precedes the
-        checkpoint callback (one host sync then, none per step).
-        """
-        flag, self._nonfinite = self._nonfinite, None
-        first, self._checked_step = self._checked_step, self.global_step
-        # every rank reaches each check at the same step, so they agree before one of them raises
-        if any_rank(flag is not None and bool(flag)):
-            raise FloatingPointError(f"the training loss became NaN or infinite between optimiser steps "
-                                     f"{first} and {self.global_step}; lower --optim.lr or check the data")
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
@@ -282,9 +236,11 @@ class ClassificationModule(LightningModule):
     def _wandb(self):
         from lightning.pytorch.loggers import WandbLogger
 
-        if self._trainer is None:
+        try:
+            loggers = self.trainer.loggers
+        except RuntimeError:   # not attached to a Trainer
             return None
-        return next((lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)), None)
+        return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
 
     # ------------------------------------------------------------------- optimisation
     def scaled_lr(self) -> float:

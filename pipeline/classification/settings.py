@@ -6,7 +6,7 @@ training command hands them to :class:`ClassificationModule` and the DataModule.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Optional, Union
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -45,6 +45,9 @@ class Optimization:
     fused: Union[bool, Literal["auto"]] = "auto"
 
 
+MODULE = {"module": True}   # field metadata: a setting of the LightningModule, not of the DataModule
+
+
 @dataclass
 class Augmentation:
     """Training augmentation: timm ``create_transform`` (images) and ``Mixup`` (batches).
@@ -80,14 +83,14 @@ class Augmentation:
     re_mode: Literal["const", "rand", "pixel"] = "pixel"
     re_count: PositiveInt = 1
     crop_pct: PositiveFloat = 0.875
-    mixup: NonNegativeFloat = 0.0
-    cutmix: NonNegativeFloat = 0.0
-    mixup_prob: ClosedUnitInterval = 1.0
-    switch_prob: ClosedUnitInterval = 0.5
-    mixup_mode: Literal["batch", "pair", "elem"] = "batch"
-    label_smoothing: ClosedUnitInterval = 0.0
+    mixup: NonNegativeFloat = field(default=0.0, metadata=MODULE)
+    cutmix: NonNegativeFloat = field(default=0.0, metadata=MODULE)
+    mixup_prob: ClosedUnitInterval = field(default=1.0, metadata=MODULE)
+    switch_prob: ClosedUnitInterval = field(default=0.5, metadata=MODULE)
+    mixup_mode: Literal["batch", "pair", "elem"] = field(default="batch", metadata=MODULE)
+    label_smoothing: ClosedUnitInterval = field(default=0.0, metadata=MODULE)
 
 
 # Augmentation fields the module uses (batch mixing, the loss); the rest go to the DataModule.
-MIXUP_KEYS = ("mixup", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing")
+MIXUP_KEYS = tuple(f.name for f in fields(Augmentation) if f.metadata.get("module"))
 __all__ = ["Augmentation", "Optimization", "MIXUP_KEYS", "NonNegativeInt", "field"]

@@ -12,15 +12,22 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.errors import UserError
+from pipeline.accelerator import resolve_fused
 from pipeline.config import ConfigError
+from pipeline.errors import UserError
+from pipeline.space.sources import SpecChoice
 from pipeline.space.spec import ArchSpec, SpecError
-from pipeline.train.task import Built
+from pipeline.task import Built
 
 
 class ClassificationTask:
     name = "cls"
     monitor = "val/top1"
+
+    def default_spec(self, cfg: dict[str, Any]) -> SpecChoice:
+        from pipeline.search.store import searched_spec
+
+        return searched_spec(cfg)
 
     def build(self, cfg: dict[str, Any], spec: ArchSpec, source: str) -> Built:
         if spec.in_chans != 3:
@@ -73,7 +80,6 @@ class ClassificationTask:
         part of ``aug``, seeded by ``seed_everything``."""
         from pipeline.classification import ClassificationModule
         from pipeline.classification.settings import MIXUP_KEYS
-        from pipeline.train.runner import resolve_fused
 
         optim, aug = cfg["optim"], cfg["aug"]
         return ClassificationModule(spec, **cfg["model"], **{k: v for k, v in optim.items() if k != "fused"},
@@ -104,8 +110,5 @@ class ClassificationTask:
                   "logits out)" for p in portable]
         return summary, ("model", model_pt), lines
 
-    def consumed(self, cfg: dict[str, Any], source: str) -> Optional[dict[str, Path]]:
-        from pipeline.train.runner import spec_file
-
-        path = spec_file(source)
-        return {"arch": path} if path else None
+    def consumed(self, cfg: dict[str, Any], choice: SpecChoice) -> Optional[dict[str, Path]]:
+        return {"arch": choice.file} if choice.file else None

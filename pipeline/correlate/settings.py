@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from jsonargparse.typing import PositiveFloat, PositiveInt, restricted_number_type
 
-from pipeline.config import CONFIG_DIR, ConfigError, as_plain, parse, resolve_path, shipped_configs
+from pipeline.config import command_parser, CONFIG_DIR, ConfigError, as_plain, parse, resolve_path, shipped_configs
 from pipeline.search.settings import ProbeSettings
 
 # A clone's root: relative input paths are also looked up there.
@@ -89,17 +89,14 @@ class CorrelateSettings:
 
 def make_parser():
     """The correlate command's typed options; ``--help`` prints them with types and defaults."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(
-        prog="python -m pipeline correlate", exit_on_error=False,
-        description="Score the architectures of a ground-truth file with training-free proxies and report, per "
-                    "metric column and proxy, Kendall tau, Spearman rho, tau within parameter-count bands, "
-                    "top-10% precision, and the regret of the proxy's top pick under params budgets. Results go "
-                    "to output_dir: config.yaml, scores.csv (appended after every score; rerunning resumes and "
-                    "never recomputes a pair), summary.csv, summary.md, regret.csv, scatter_<proxy>.png. Shipped "
-                    f"configs (--config NAME): {', '.join(shipped_configs('correlate'))}; default: default.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a correlate config file or a shipped config's name")
+    parser = command_parser(
+        "correlate",
+        "Score the architectures of a ground-truth file with training-free proxies and report, per "
+        "metric column and proxy, Kendall tau, Spearman rho, tau within parameter-count bands, "
+        "top-10% precision, and the regret of the proxy's top pick under params budgets. Results go "
+        "to output_dir: config.yaml, scores.csv (appended after every score; rerunning resumes and "
+        "never recomputes a pair), summary.csv, summary.md, regret.csv, scatter_<proxy>.png. Shipped "
+        f"configs (--config NAME): {', '.join(shipped_configs('correlate'))}; default: default.")
     parser.add_class_arguments(CorrelateSettings, as_group=False)
     return parser
 

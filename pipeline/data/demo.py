@@ -46,7 +46,7 @@ def load_demo_arrays() -> dict[str, np.ndarray]:
         raise DataError(
             f"demo data file {path} not found. It ships inside the package (pipeline/data/shipped/); "
             f"set PIPELINE_DATA_DIR to the folder holding it, or rebuild it with "
-            f"pipeline/data/shipped/make_demo_data.py (see the README.md there)."
+            f"tools/make_demo_data.py of the repository (see pipeline/data/shipped/README.md)."
         )
     return _read_npz(path)
 

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 
-from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name, expand_run_name,
+from pipeline.config import (command_parser, CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name, expand_run_name,
                              parse, shipped_configs)
 from pipeline.search.settings import LimitSettings, check_limit_window, check_space
 
@@ -24,18 +24,15 @@ PLAN_KEYS = ("space", "limits", "num_archs", "bands", "sample_seed", "seeds", "s
 
 def make_parser():
     """The command's typed options; ``--help`` prints them with types and defaults."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(
-        prog="python -m pipeline groundtruth", exit_on_error=False,
-        description="Build ground truth for your own task: sample architectures of a space (stratified across "
-                    "params bands, seeded, within the limits), retrain each with the classification recipe of "
-                    "`train --task cls` on a short schedule, and append one JSON line per (architecture, seed) to "
-                    f"<out_dir>/<run_name>/{RESULTS_NAME}, the format `correlate --ground_truth=FILE` reads. "
-                    "Rerun the same command to continue after an interruption; start the same command in several "
-                    "processes or machines sharing the folder (or as W&B sweep agents) to share the work. Shipped "
-                    f"configs (--config NAME): {', '.join(shipped_configs('groundtruth'))}; default: demo.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a groundtruth config file or a shipped config's name")
+    parser = command_parser(
+        "groundtruth",
+        "Build ground truth for your own task: sample architectures of a space (stratified across "
+        "params bands, seeded, within the limits), retrain each with the classification recipe of "
+        "`train --task cls` on a short schedule, and append one JSON line per (architecture, seed) to "
+        f"<out_dir>/<run_name>/{RESULTS_NAME}, the format `correlate --ground_truth=FILE` reads. "
+        "Rerun the same command to continue after an interruption; start the same command in several "
+        "processes or machines sharing the folder (or as W&B sweep agents) to share the work. Shipped "
+        f"configs (--config NAME): {', '.join(shipped_configs('groundtruth'))}; default: demo.")
     parser.add_argument("--run_name", type=str, default="groundtruth-demo",
                         help=f"outputs go to <out_dir>/<run_name>/ ({RESULTS_NAME}, claims/, config.yaml)")
     parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")

@@ -36,7 +36,9 @@ class RelativePosition2D(nn.Module):
         self.table_h = nn.Parameter(torch.zeros(2 * max_distance + 2, dim))
         self._index_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _indices(self, grid: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def indices(self, grid: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vertical, horizontal) table rows of every (query, key) token pair of a ``grid``, row 0
+        for the class token (cached per grid and device); the NTK engine reads them too."""
         key = (tuple(grid), str(device))
         if key not in self._index_cache:
             h, w = grid
@@ -49,7 +51,7 @@ class RelativePosition2D(nn.Module):
         return self._index_cache[key]
 
     def embeddings(self, grid: tuple[int, int]) -> torch.Tensor:
-        iv, ih = self._indices(grid, self.table_v.device)
+        iv, ih = self.indices(grid, self.table_v.device)
         return self.table_v[iv] + self.table_h[ih]
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

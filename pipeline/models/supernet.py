@@ -10,7 +10,7 @@ their networks here.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import torch
 from torch import nn
@@ -19,7 +19,10 @@ from pipeline.models.build import build_model
 from pipeline.space.space import SearchSpace
 from pipeline.space.spec import ArchSpec, SpecError
 
-__all__ = ["supernet_spec", "build_from_supernet"]
+__all__ = ["supernet_spec", "build_from_supernet", "scored_network", "Init", "INITS"]
+
+Init = Literal["supernet", "network"]   # what a scored network's weights are: see scored_network
+INITS = get_args(Init)
 
 
 def supernet_spec(spec: ArchSpec) -> Optional[ArchSpec]:
@@ -70,3 +73,15 @@ def build_from_supernet(spec: ArchSpec, seed: int, supernet: Optional[ArchSpec] 
         raise ValueError(f"the supernet has no {missing[:3]}: {spec.short()} is not a subnet of {supernet.short()}")
     model.load_state_dict({k: _slice(k, v, state[k]) for k, v in model.state_dict().items()})
     return model
+
+
+def scored_network(spec: ArchSpec, seed: int, init: Init) -> nn.Module:
+    """The network a proxy scores. ``init="supernet"``: the spec's slice of its space's seeded
+    largest network (every candidate shares the supernet's random numbers, as in TF-TAS's and
+    AZ-NAS's searches); ``"network"``: the spec's own seeded initialisation. Specs without a
+    supernet (PiT, no known space) fall back to their own initialisation."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r} is unknown; use one of {INITS}")
+    if init == "network":
+        return build_model(spec, seed=seed)
+    return build_from_supernet(spec, seed)

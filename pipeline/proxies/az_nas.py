@@ -47,7 +47,7 @@ from scipy import stats
 from torch import nn
 
 from pipeline.models.complexity import autoformer_flops
-from pipeline.models.supernet import build_from_supernet
+from pipeline.models.supernet import INITS, Init, scored_network
 from pipeline.proxies.registry import InvalidScore, Population, register
 from pipeline.space.spec import ArchSpec
 
@@ -58,7 +58,6 @@ AZ_COMPONENTS = ("expressivity", "progressivity", "trainability", "complexity")
 # What the released AutoFormer search and correlation.ipynb aggregate (progressivity commented out).
 RELEASED_AGGREGATE = ["expressivity", "trainability", "complexity"]
 Input = Literal["random", "probe"]
-AZInit = Literal["supernet", "network"]
 
 _CACHE: "OrderedDict[tuple, dict[str, float]]" = OrderedDict()
 _CACHE_SIZE = 4
@@ -135,7 +134,7 @@ def _measure(spec: ArchSpec, images: torch.Tensor, *, seed: int, device, batch_s
     the same network share one measurement, as correlate asks them)."""
     if input not in get_args(Input):
         raise ValueError(f"input {input!r} is unknown; use random (AZ-NAS's Gaussian batch) or probe")
-    if init not in get_args(AZInit):
+    if init not in INITS:
         raise ValueError(f"init {init!r} is unknown; use supernet (AZ-NAS's shared weights) or network")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -152,12 +151,7 @@ def _measure(spec: ArchSpec, images: torch.Tensor, *, seed: int, device, batch_s
         x = torch.randn((batch_size, *images.shape[1:]), generator=generator)
     else:
         x = images[:batch_size].detach().cpu()
-    if init == "supernet":
-        model = build_from_supernet(spec, seed)
-    else:
-        from pipeline.models import build_model
-
-        model = build_model(spec, seed=seed)
+    model = scored_network(spec, seed, init)
     values = az_nas_measure(model.to(device), x.to(device), generator)
     values["complexity"] = autoformer_flops(spec)
     _CACHE[key] = values
@@ -186,7 +180,7 @@ AZ_NAS_DEFAULTS = dict(batch_size=64, input="random", init="supernet")
                       "networks scored together, as its AutoFormer code computes it",
           population=Population(AZ_COMPONENTS, log_rank_sum), components=list(RELEASED_AGGREGATE), **AZ_NAS_DEFAULTS)
 def az_nas(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, device="cpu",
-           batch_size: int = 64, input: Input = "random", init: AZInit = "supernet",
+           batch_size: int = 64, input: Input = "random", init: Init = "supernet",
            components: Sequence[str] = tuple(RELEASED_AGGREGATE)) -> dict[str, float]:
     """The four AZ-NAS components of ``spec``; ``components`` names those the aggregate ranks."""
     _check_components(components)
@@ -195,7 +189,7 @@ def az_nas(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: 
 
 def _register_component(component: str, description: str) -> None:
     def fn(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, device="cpu",
-           batch_size: int = 64, input: Input = "random", init: AZInit = "supernet") -> float:
+           batch_size: int = 64, input: Input = "random", init: Init = "supernet") -> float:
         return _measure(spec, images, seed=seed, device=device, batch_size=batch_size, input=input,
                         init=init)[component]
 

@@ -28,7 +28,7 @@ from torch import nn
 from pipeline.models.build import build_model
 from pipeline.models.complexity import count_flops, count_mlp_units, count_params
 from pipeline.models.layers import Attention, ClassToken, GridPosition, TokenPosition
-from pipeline.models.supernet import build_from_supernet
+from pipeline.models.supernet import INITS, Init, scored_network
 from pipeline.proxies.registry import InvalidScore, register
 from pipeline.space.spec import ArchSpec
 
@@ -39,8 +39,6 @@ _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Piecewise-linear-ish units whose on/off pattern NASWOT reads. In our ViT/PiT models the only
 # such modules are the ``act`` of every timm ``Mlp``.
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU)
-Init = Literal["supernet", "network"]   # what a scored network's weights are: see _scored_network
-INITS = get_args(Init)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -90,18 +88,6 @@ def _probe_shape(images: torch.Tensor) -> tuple[int, ...]:
 
 def _build(spec: ArchSpec, seed: int, device: str | torch.device) -> nn.Module:
     return build_model(spec, seed=seed).to(device)
-
-
-def _scored_network(spec: ArchSpec, seed: int, device: str | torch.device, init: Init) -> nn.Module:
-    """``init="supernet"``: the spec's slice of its space's seeded largest network (every
-    candidate shares the supernet's random numbers, as in TF-TAS's search); ``"network"``: the
-    spec's own seeded initialisation. Specs without a supernet (PiT, no known space) fall
-    back to their own initialisation."""
-    if init not in INITS:
-        raise ValueError(f"init {init!r} is unknown; use one of {INITS}")
-    if init == "network":
-        return _build(spec, seed, device)
-    return build_from_supernet(spec, seed).to(device)
 
 
 # ----------------------------------------------------------------------------- size
@@ -206,7 +192,7 @@ def synflow_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *,
     """SynFlow at the probe resolution (see :func:`synflow_score`) of the spec's own network,
     as the zero-cost-proxies reference scores each candidate; ``init="supernet"`` scores its
     slice of the space's supernet instead (see :func:`dss_proxy`)."""
-    return synflow_score(_scored_network(spec, seed, device, init), _probe_shape(images),
+    return synflow_score(scored_network(spec, seed, init).to(device), _probe_shape(images),
                          weights_only=weights_only)
 
 
@@ -382,4 +368,4 @@ def dss_proxy(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, see
               device: str | torch.device = "cpu", variant: Variant = "released", init: Init = "supernet") -> float:
     """DSS at the probe resolution (see :func:`dss_score`) of the spec's supernet slice."""
     _check_variant(variant)
-    return dss_score(_scored_network(spec, seed, device, init), _probe_shape(images), variant)
+    return dss_score(scored_network(spec, seed, init).to(device), _probe_shape(images), variant)

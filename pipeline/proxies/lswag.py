@@ -42,12 +42,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.supernet import INITS, Init, scored_network
 from pipeline.proxies.registry import InvalidScore, register
 from pipeline.space.spec import ArchSpec
 
@@ -56,7 +57,6 @@ __all__ = ["BINS", "LSWAGProfile", "lswag_profile", "lswag_value", "percentile_b
 BINS = 10                                    # PERC_BINS of Eq. (6): depth bins 0, 10, ..., 100
 _WEIGHTED = (nn.Linear, nn.Conv2d)
 _ACTIVATIONS = (nn.GELU, nn.ReLU)
-LInit = Literal["network", "supernet"]
 
 _CACHE: "OrderedDict[tuple, LSWAGProfile]" = OrderedDict()
 _CACHE_SIZE = 4
@@ -172,21 +172,14 @@ def _check_percentiles(percentiles: Sequence[int]) -> tuple[int, int]:
 def _measure(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, device, splits: int,
              init: str) -> LSWAGProfile:
     """The profile of ``spec`` on the probe (cached: L-SWAG and its two parts share one measurement)."""
-    if init not in get_args(LInit):
+    if init not in INITS:
         raise ValueError(f"init {init!r} is unknown; use network (each candidate's own initialisation) or supernet")
     key = (spec, seed, str(device), splits, init, tuple(images.shape), float(images.double().sum()),
            tuple(labels.tolist()))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    if init == "supernet":
-        from pipeline.models.supernet import build_from_supernet
-
-        model = build_from_supernet(spec, seed)
-    else:
-        from pipeline.models import build_model
-
-        model = build_model(spec, seed=seed)
+    model = scored_network(spec, seed, init)
     profile = lswag_profile(model.to(device), images.to(device), labels.to(device), splits)
     _CACHE[key] = profile
     while len(_CACHE) > _CACHE_SIZE:
@@ -203,7 +196,7 @@ LSWAG_DEFAULTS = dict(percentiles=[0, 100], splits=2, init="network")
 
 def _lswag_proxy(part: str, description: str) -> None:
     def fn(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, device="cpu",
-           percentiles: Sequence[int] = (0, 100), splits: int = 2, init: LInit = "network") -> float:
+           percentiles: Sequence[int] = (0, 100), splits: int = 2, init: Init = "network") -> float:
         _check_percentiles(percentiles)
         profile = _measure(spec, images, labels, seed=seed, device=device, splits=splits, init=init)
         return lswag_value(profile, percentiles, part)

@@ -217,7 +217,7 @@ class _GramAccumulator:
         # The embedding R[n, m] = table_v[iv[n, m]] + table_h[ih[n, m]] enters as
         # out = q.R (keys) or attn.R (values); each table row gathers the entries that index it.
         dense, scores = (x, g) if module.role == "key" else (g, x)   # (B,h,N,d), (B,h,N,N)
-        iv, ih = module._indices(grid, x.device)
+        iv, ih = module.indices(grid, x.device)
         for name, idx, table in (("table_v", iv, module.table_v), ("table_h", ih, module.table_h)):
             if name not in {k for k, _ in own}:
                 continue

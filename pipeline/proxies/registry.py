@@ -16,6 +16,10 @@ whenever the population grows, since a new network changes every other network's
 A proxy may also declare what it needs from a network (``requires``): a function of a spec that
 returns why the proxy cannot score it (None when it can), so that a command refuses an
 unsuitable space with one line before any work.
+
+This module imports no proxy (as timm's ``_registry.py`` imports no model): the package face,
+``pipeline/proxies/__init__.py``, imports the families, whose decorators fill the registry, so any
+import from ``pipeline.proxies`` finds every proxy registered.
 """
 from __future__ import annotations
 
@@ -103,7 +107,6 @@ def register(name: str, higher_is_better: bool, description: str = "", forwards:
 
 
 def get_proxy(name: str) -> ProxyInfo:
-    _load_builtin()
     if name not in REGISTRY:
         raise KeyError(f"unknown proxy {name!r}; available: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
@@ -138,7 +141,6 @@ def unsupported_reason(name: str, spec: ArchSpec) -> Optional[str]:
 
 
 def available_proxies() -> list[str]:
-    _load_builtin()
     return sorted(REGISTRY)
 
 
@@ -185,7 +187,3 @@ def population_values(name: str, population: Sequence[Optional[Components]],
             out[i] = float(v)
     return out
 
-
-def _load_builtin() -> None:
-    """Import the modules whose decorators fill the registry."""
-    from pipeline.proxies import az_nas, baselines, lswag, ntk_proxies  # noqa: F401

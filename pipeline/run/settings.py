@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional, Sequence
 
 from pipeline.distributed import under_launcher
-from pipeline.config import (CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name,
+from pipeline.config import (command_parser, CONFIG_DIR, ConfigError, add_wandb_arguments, as_plain, check_run_name,
                              expand_run_name, parse, shipped_configs)
 
 DEFAULT_CONFIG = CONFIG_DIR / "run" / "demo.yaml"
@@ -32,32 +32,22 @@ def stage_parser(stage: str):
         return make_parser()
     from pipeline.train.cli import make_parser
 
-    return _without_short_config_option(make_parser(stage))
-
-
-def _without_short_config_option(parser):
-    """Drop LightningCLI's ``-c`` (short for ``--config``): ``ActionParser`` prefixes only long
-    options, so the two training parsers' ``-c`` would clash once nested."""
-    action = parser._option_string_actions.pop("-c", None)
-    if action is not None:
-        action.option_strings = [o for o in action.option_strings if o != "-c"]
-    return parser
+    return make_parser(stage)   # long options only: ActionParser prefixes those (--cls.config, ...)
 
 
 def make_parser():
     """The run's options; ``--help`` lists every stage's keys with types and defaults."""
-    from jsonargparse import ActionConfigFile, ActionParser, ArgumentParser
+    from jsonargparse import ActionParser
 
-    parser = ArgumentParser(
-        prog="python -m pipeline run", exit_on_error=False,
-        description="Search, then retrain the chosen architecture for classification, then for segmentation; "
-                    "each stage reads the previous stage's outputs from <out_dir>/<run_name>/. With no options: "
-                    "the embedded demo data on the CPU (about 20 minutes on 2 cores). Outputs in "
-                    "<out_dir>/<run_name>/: search/, cls/, seg/, stages/ (the config each stage ran with; "
-                    "<stage>.done.json once finished), config.yaml, report.md. Rerunning the same command skips "
-                    "finished stages and continues an interrupted one. Shipped configs (--config NAME): "
-                    f"{', '.join(shipped_configs('run'))}; default: demo.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a run config file or a shipped config's name")
+    parser = command_parser(
+        "run",
+        "Search, then retrain the chosen architecture for classification, then for segmentation; "
+        "each stage reads the previous stage's outputs from <out_dir>/<run_name>/. With no options: "
+        "the embedded demo data on the CPU (about 20 minutes on 2 cores). Outputs in "
+        "<out_dir>/<run_name>/: search/, cls/, seg/, stages/ (the config each stage ran with; "
+        "<stage>.done.json once finished), config.yaml, report.md. Rerunning the same command skips "
+        "finished stages and continues an interrupted one. Shipped configs (--config NAME): "
+        f"{', '.join(shipped_configs('run'))}; default: demo.")
     parser.add_argument("--run_name", type=str, default="run", help="outputs go to <out_dir>/<run_name>/")
     parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
     parser.add_argument("--stages", type=list[Stage], default=list(DEFAULT_STAGES),

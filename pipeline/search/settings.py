@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Sequence
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from pipeline.config import (CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
+from pipeline.config import (command_parser, CONFIG_DIR, ConfigError, DeviceSettings, add_wandb_arguments, as_plain, check_run_name,
                              expand_run_name, parse, shipped_configs, space_file, unknown_space)
 from pipeline.latency.settings import LatencySettings, check_latency_settings
 
@@ -130,22 +130,19 @@ class LimitSettings:
 
 def make_parser():
     """The search's typed options; ``--help`` prints them with types and defaults."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(
-        prog="python -m pipeline search", exit_on_error=False,
-        description="Score candidate ViTs of a search space at initialisation with a training-free proxy "
-                    "(vintk_size by default: ViNTK, size-led), under params/FLOPs limits, with an evolutionary or random "
-                    "strategy, optionally under latency / peak-memory limits measured on a device (--latency.*), "
-                    "and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
-                    "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
-                    "arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml, "
-                    "pareto.png, convergence.png (with a latency limit or objective: the pick's latency in arch.yaml, "
-                    "latency_predictor.json, and front/ for --objective=pareto; docs/latency.md). Every option can be "
-                    "given as --section.key=value. Shipped "
-                    f"configs (--config NAME): {', '.join(shipped_configs('search'))}; default: demo. "
-                    "Proxies: docs/proxies.md.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a search config file or a shipped config's name")
+    parser = command_parser(
+        "search",
+        "Score candidate ViTs of a search space at initialisation with a training-free proxy "
+        "(vintk_size by default: ViNTK, size-led), under params/FLOPs limits, with an evolutionary or random "
+        "strategy, optionally under latency / peak-memory limits measured on a device (--latency.*), "
+        "and write the chosen architecture to <out_dir>/<run_name>/arch.yaml (what "
+        "`train` reads). Rerunning the same command continues an interrupted search. Outputs: "
+        "arch.yaml, candidates.jsonl (the resume log), candidates.csv, state.json, config.yaml, "
+        "pareto.png, convergence.png (with a latency limit or objective: the pick's latency in arch.yaml, "
+        "latency_predictor.json, and front/ for --objective=pareto; docs/latency.md). Every option can be "
+        "given as --section.key=value. Shipped "
+        f"configs (--config NAME): {', '.join(shipped_configs('search'))}; default: demo. "
+        "Proxies: docs/proxies.md.")
     parser.add_argument("--run_name", type=str, default="search", help="outputs go to <out_dir>/<run_name>/")
     parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
     parser.add_argument("--seed", type=int, default=0, help="seeds the strategy: same config + seed = same pick")

@@ -17,9 +17,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from pipeline.space import ArchSpec
+from pipeline.space.sources import SpecChoice
 
 
 @dataclass
@@ -122,3 +123,34 @@ def newest_searched_spec(out_dir: str | Path, space) -> Optional[Path]:
                 continue
             found.append((path.stat().st_mtime, str(path)))
     return Path(max(found)[1]) if found else None
+
+
+def searched_spec(cfg: dict[str, Any], alternative: str = "") -> SpecChoice:
+    """A training config's ``default_arch``: the newest spec a search wrote under its ``search_dir``
+    (null: the run's ``out_dir``) that lies in its space, else its ``fallback`` file.
+
+    Without ``default_arch`` the config names no architecture at all: a UserError saying to pass
+    ``--arch`` (or ``alternative``, the task's other way to name one).
+    """
+    from pipeline.config import resolve_path
+    from pipeline.errors import UserError
+    from pipeline.space import SearchSpace
+
+    default = cfg.get("default_arch")
+    if not default:
+        raise UserError("no architecture given: pass --arch checkpoints/<run>/arch.yaml (written by "
+                        "`python -m pipeline search`)" + (f" or {alternative}" if alternative else "")
+                        + "; this config has no default_arch")
+    space = SearchSpace.load(default["space"])
+    search_dir = Path(default.get("search_dir") or cfg["out_dir"])
+    newest = newest_searched_spec(search_dir, space)
+    if newest is not None:
+        return SpecChoice(space.validate(ArchSpec.load(newest)), f"{newest} (newest searched {space.name!r} spec)",
+                          newest)
+    if not default.get("fallback"):
+        raise UserError(f"no searched {space.name!r} spec under {search_dir}/ and default_arch has no fallback; "
+                        "pass --arch checkpoints/<run>/arch.yaml")
+    fallback = resolve_path(default["fallback"])
+    spec = space.validate(ArchSpec.load(fallback))
+    return SpecChoice(spec, f"{fallback} (default spec: no searched {space.name!r} spec under {search_dir}/)",
+                      fallback)

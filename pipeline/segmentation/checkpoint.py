@@ -17,6 +17,7 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.segmentation.backbone import SpecViT, patch_grid, resize_abs_pos, resize_rel_table
+from pipeline.space.sources import exported_spec, read_export
 from pipeline.space.spec import ArchSpec, SpecError
 
 #: spec fields allowed to differ between the classification checkpoint and the seg backbone
@@ -27,12 +28,19 @@ class CheckpointError(UserError):
     """A backbone checkpoint that cannot initialise the network being trained."""
 
 
+def checkpoint_spec(path: Union[str, Path]) -> ArchSpec:
+    """The spec of a classification export, its weights left unread: the architecture a
+    segmentation run trains when it names none."""
+    try:
+        return exported_spec(path)
+    except SpecError as e:
+        raise CheckpointError(f"backbone checkpoint: {e}") from e
+
+
 def load_export(path: Union[str, Path]) -> tuple[ArchSpec, dict[str, torch.Tensor], dict[str, Any]]:
     """Read a classification export: (spec, state_dict, the rest), with clear errors."""
-    from pipeline.classification.export import read_exported
-
     try:
-        blob = read_exported(path)
+        blob = read_export(path)
         spec = ArchSpec.from_dict(dict(blob["spec"]))
     except (SpecError, TypeError) as e:
         raise CheckpointError(f"backbone checkpoint: {e}") from e

@@ -30,7 +30,7 @@ from mmseg.registry import MODELS
 
 from pipeline.segmentation import backbone as bb
 from pipeline.space.spec import ArchSpec
-from pipeline.train.runner import on_cuda
+from pipeline.accelerator import on_cuda
 
 NORMS = ("auto", "BN", "SyncBN")
 

@@ -26,7 +26,8 @@ import pipeline.compat  # noqa: F401  (mmcv.ops stand-in before mmseg)
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
-from pipeline.distributed import any_rank
+from pipeline.accelerator import use_fused
+from pipeline.finite_loss import FiniteLossCheck
 from pipeline.segmentation.model import build_segmentor, segmentor_config
 from pipeline.space.spec import ArchSpec
 
@@ -62,7 +63,7 @@ def lr_factor(step: int, total: int, warmup: int, warmup_ratio: float, power: fl
     return (1.0 - min_ratio) * (1.0 - t) ** power + min_ratio
 
 
-class SegmentationModule(LightningModule):
+class SegmentationModule(FiniteLossCheck, LightningModule):
     """Semantic segmentation of a searched ViT with mmseg's ViT-UPerNet.
 
     Args:
@@ -122,8 +123,6 @@ class SegmentationModule(LightningModule):
                 if part is not None:
                     part.compile(**(compile_opts if isinstance(compile_opts, dict) else {}))
         self.metric = SegIoUMetric(ignore_index=255, iou_metrics=["mIoU"])
-        self._nonfinite: Optional[torch.Tensor] = None   # device flag: a non-finite loss since the last check
-        self._checked_step = 0
         self.metric.dataset_meta = {"classes": tuple(self.classes), "palette": self.palette}
         self.last_metrics: dict[str, float] = {}
         self._examples: list[dict[str, Any]] = []
@@ -135,8 +134,16 @@ class SegmentationModule(LightningModule):
 
     def _preprocess(self, batch: dict, training: bool) -> dict:
         dp = self.model.data_preprocessor
-        dp._device = self.device  # Lightning moves modules with _apply, which mmengine does not see
+        if dp.device != self.device:   # Lightning moves modules with _apply, which mmengine's own device does not follow
+            dp.to(self.device)
         return dp(batch, training)
+
+    def _logging_interval(self) -> int:
+        """The Trainer's ``log_every_n_steps``; 1 outside a Trainer (a step called directly)."""
+        try:
+            return max(1, int(self.trainer.log_every_n_steps or 1))
+        except RuntimeError:   # not attached to a Trainer
+            return 1
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes, H/4, W/4)-ish for already normalised inputs (mmseg 'tensor' mode)."""
@@ -147,14 +154,12 @@ class SegmentationModule(LightningModule):
         data = self._preprocess(batch, True)
         losses = self.model(**data, mode="loss")
         loss, log_vars = self.model.parse_losses(losses)
-        bad = ~torch.isfinite(loss.detach())   # stays on the device: no host sync per step
-        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        self.note_loss(loss)
         n = len(data["data_samples"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         # mmseg's loss parts only on the steps the loggers write: each self.log costs ~1 ms of
         # Python on a CPU and the other steps' values would be dropped anyway.
-        every = max(1, int(self.trainer.log_every_n_steps or 1)) if self._trainer is not None else 1
-        if (self.global_step + 1) % every == 0:
+        if (self.global_step + 1) % self._logging_interval() == 0:
             self.log_dict({f"train/{k}": v for k, v in log_vars.items() if k != "loss"}, batch_size=n)
         return loss
 
@@ -174,19 +179,6 @@ class SegmentationModule(LightningModule):
                 self._examples.append({"img_path": p.img_path,
                                        "pred": p.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8),
                                        "gt": p.gt_sem_seg.data[0].cpu().numpy().astype(np.uint8)})
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % max(1, int(self.trainer.log_every_n_steps or 1)) == 0:
-            self.check_finite()
-
-    def check_finite(self) -> None:
-        """Raise FloatingPointError on every rank if a loss since the last check was NaN or infinite
-        on any rank (checked at logging steps and before validation, as classification does)."""
-        flag, self._nonfinite = self._nonfinite, None
-        first, self._checked_step = self._checked_step, self.global_step
-        if any_rank(flag is not None and bool(flag)):
-            raise FloatingPointError(f"the training loss became NaN or infinite between optimiser steps "
-                                     f"{first} and {self.global_step}; lower --optim.lr or check the data")
 
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking:
@@ -233,8 +225,6 @@ class SegmentationModule(LightningModule):
         kind = o.get("type", "AdamW")
         lr = float(o["lr"])
         if kind == "AdamW":
-            from pipeline.classification.module import use_fused
-
             fused = use_fused("adamw", groups, o.get("fused") if isinstance(o.get("fused"), bool) else None)
             opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.get("betas", (0.9, 0.999))),
                                     **({"fused": True} if fused else {}))

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.errors import UserError
+from pipeline.accelerator import resolve_fused
 from pipeline.config import ConfigError
+from pipeline.errors import UserError
+from pipeline.space.sources import SpecChoice
 from pipeline.space.spec import ArchSpec
-from pipeline.train.task import Built
+from pipeline.task import Built
 
 
 def majority_baseline(train_pixels, val_pixels, classes) -> Optional[dict[str, Any]]:
@@ -42,6 +44,18 @@ def majority_baseline(train_pixels, val_pixels, classes) -> Optional[dict[str, A
 class SegmentationTask:
     name = "seg"
     monitor = "val/mIoU"
+
+    def default_spec(self, cfg: dict[str, Any]) -> SpecChoice:
+        """The backbone checkpoint's spec (its weights are read once, by :meth:`build`), else the
+        config's ``default_arch``."""
+        ckpt = cfg.get("backbone_ckpt")
+        if ckpt:
+            from pipeline.segmentation.checkpoint import checkpoint_spec
+
+            return SpecChoice(checkpoint_spec(ckpt), f"the backbone checkpoint {ckpt}")
+        from pipeline.search.store import searched_spec
+
+        return searched_spec(cfg, alternative="--backbone_ckpt MODEL.pt")
 
     def build(self, cfg: dict[str, Any], spec: ArchSpec, source: str) -> Built:
         import pipeline.segmentation  # noqa: F401  (compat + registrations before anything from mmseg)
@@ -83,7 +97,6 @@ class SegmentationTask:
         """The SegmentationModule of a resolved config: ``model``, ``optim``, ``eval``, the crop size,
         and the Trainer settings the heads' norm and the schedule depend on."""
         from pipeline.segmentation.module import SegmentationModule
-        from pipeline.train.runner import resolve_fused
 
         optim = dict(cfg["optim"], fused=resolve_fused(cfg["optim"]["fused"]))
         trainer = {k: cfg["trainer"].get(k) for k in ("accelerator", "devices", "num_nodes", "max_steps")}
@@ -119,6 +132,6 @@ class SegmentationTask:
                          "class logits out)")
         return summary, (("model", exported) if exported else None), lines
 
-    def consumed(self, cfg: dict[str, Any], source: str) -> Optional[dict[str, Path]]:
+    def consumed(self, cfg: dict[str, Any], choice: SpecChoice) -> Optional[dict[str, Path]]:
         ckpt = cfg.get("backbone_ckpt")
         return {"model": Path(ckpt)} if ckpt else None

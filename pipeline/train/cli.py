@@ -73,65 +73,77 @@ def _classes(task: Task):
     return SegmentationModule, SegDataModule
 
 
+def make_parser(task: Task) -> LightningArgumentParser:
+    """The parser of ``train --task TASK``: what :class:`TrainCLI` parses, and what ``pipeline run``
+    nests under ``--cls`` / ``--seg``.
+
+    The sections LightningCLI would add (``--config``, ``--seed_everything``, ``trainer``,
+    ``model``, ``data``) with its parser's public methods, the module's and DataModule's
+    constructor arguments that the runner passes itself left out (``INJECTED``), and the recipe
+    and run sections. ``--config`` has no ``-c`` (``prepare_argv`` reads ``-c FILE`` as ``--config``):
+    nested parsers are prefixed on their long options only.
+    """
+    from jsonargparse import ActionConfigFile
+    from lightning.pytorch import __version__ as lightning_version
+
+    model_class, data_class = _classes(task)
+    parser = LightningArgumentParser(prog=f"python -m pipeline train --task {task}", description=DESCRIPTIONS[task],
+                                     exit_on_error=False, dump_header=[f"lightning.pytorch=={lightning_version}"])
+    parser.add_argument("--config", action=ActionConfigFile, help="Path to a configuration file in json or yaml format.")
+    parser.add_argument("--seed_everything", type=Union[bool, int], default=0,
+                        help="seeds every random number generator (and the DataLoader workers) before the run; "
+                             "true picks a random seed, false seeds nothing")
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+    for key, cls in (("model", model_class), ("data", data_class)):
+        parser.add_class_arguments(cls, key, skip=INJECTED[task][key], instantiate=False, fail_untyped=False,
+                                   sub_configs=True)
+    parser.add_argument("--run_name", type=str, default=f"{task}", help="outputs go to <out_dir>/<run_name>/")
+    parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
+    parser.add_argument("--arch", type=Optional[Union[str, dict[str, Any]]], default=None,
+                        help="the architecture: an arch.yaml written by `python -m pipeline search`, or an "
+                             "inline spec mapping; null = the resumed run's, else the --backbone_ckpt's "
+                             "(seg), else default_arch")
+    parser.add_argument("--default_arch", type=Optional[DefaultArch], default=None,
+                        help="the architecture when none is given (demo configs); null = --arch is required")
+    # `--resume` alone (as before) or `--resume=true|false` (as sweeps and `pipeline run` pass it)
+    parser.add_argument("--resume", type=bool, nargs="?", const=True, default=False,
+                        help="continue <out_dir>/<run_name>/last.ckpt")
+    if task == "cls":
+        from pipeline.classification.settings import Augmentation, Optimization
+
+        parser.add_argument("--optim", type=Optimization, default=Optimization())
+        parser.add_argument("--aug", type=Augmentation, default=Augmentation())
+    else:
+        from pipeline.segmentation.settings import SegEvaluation, SegOptimization
+
+        parser.add_argument("--backbone_ckpt", "--backbone-ckpt", type=Optional[str], default=None,
+                            help="initialise the backbone from a classification export (model.pt of "
+                                 "`train --task cls`); its spec is the default architecture")
+        parser.add_argument("--optim", type=SegOptimization, default=SegOptimization())
+        parser.add_argument("--eval", type=SegEvaluation, default=SegEvaluation())
+    add_wandb_arguments(parser)
+    return parser
+
+
 class TrainCLI(LightningCLI):
-    """LightningCLI that parses (and instantiates the trainer's callbacks) but leaves the model and
-    data to the runner, which first resolves the architecture."""
+    """LightningCLI that parses ``args`` with :func:`make_parser`, seeds, and instantiates what the
+    config names by class path (the trainer's callbacks), leaving the module and the data to the
+    runner, which first resolves the architecture. Only LightningCLI's public hooks are overridden."""
 
     def __init__(self, task: Task, args: Sequence[str]) -> None:
         self.task = task
         model_class, data_class = _classes(task)
         super().__init__(model_class, data_class, save_config_callback=None, run=False, args=list(args),
                          auto_configure_optimizers=False, load_from_checkpoint_support=False,
-                         seed_everything_default=0,
-                         parser_kwargs={"exit_on_error": False, "prog": f"python -m pipeline train --task {task}",
-                                        "description": DESCRIPTIONS[task]})
+                         seed_everything_default=0)
 
-    def add_core_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(self.trainer_class, "trainer")
-        parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
-        for key, cls in (("model", self.model_class), ("data", self.datamodule_class)):
-            parser.add_class_arguments(cls, key, skip=INJECTED[self.task][key], instantiate=False,
-                                       fail_untyped=False, sub_configs=True)
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--run_name", type=str, default=f"{self.task}", help="outputs go to <out_dir>/<run_name>/")
-        parser.add_argument("--out_dir", type=str, default="checkpoints", help="the folder of all runs")
-        parser.add_argument("--arch", type=Optional[Union[str, dict[str, Any]]], default=None,
-                            help="the architecture: an arch.yaml written by `python -m pipeline search`, or an "
-                                 "inline spec mapping; null = the resumed run's, else the --backbone_ckpt's "
-                                 "(seg), else default_arch")
-        parser.add_argument("--default_arch", type=Optional[DefaultArch], default=None,
-                            help="the architecture when none is given (demo configs); null = --arch is required")
-        # `--resume` alone (as before) or `--resume=true|false` (as sweeps and `pipeline run` pass it)
-        parser.add_argument("--resume", type=bool, nargs="?", const=True, default=False,
-                            help="continue <out_dir>/<run_name>/last.ckpt")
-        if self.task == "cls":
-            from pipeline.classification.settings import Augmentation, Optimization
-
-            parser.add_argument("--optim", type=Optimization, default=Optimization())
-            parser.add_argument("--aug", type=Augmentation, default=Augmentation())
-        else:
-            from pipeline.segmentation.settings import SegEvaluation, SegOptimization
-
-            parser.add_argument("--backbone_ckpt", "--backbone-ckpt", type=Optional[str], default=None,
-                                help="initialise the backbone from a classification export (model.pt of "
-                                     "`train --task cls`); its spec is the default architecture")
-            parser.add_argument("--optim", type=SegOptimization, default=SegOptimization())
-            parser.add_argument("--eval", type=SegEvaluation, default=SegEvaluation())
-        add_wandb_arguments(parser)
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
+        self.parser = make_parser(self.task)
 
     def parse_arguments(self, parser, args) -> None:
         self.config = parser.parse_args(args)   # args come from `python -m pipeline train`, not sys.argv
-
-    def _set_seed(self) -> None:
-        # Lightning's seeds with a log line ("Seed set to 0") on stderr, before any error of the
-        # run: the same seeding, quietly (a bad input stays one line).
-        from lightning.fabric.utilities.seed import seed_everything
-
-        seed = self.config.get("seed_everything")
-        if seed is not False:
-            self.config["seed_everything"] = seed_everything(None if seed is True else seed, workers=True,
-                                                             verbose=False)
 
     def instantiate_classes(self) -> None:
         # Only what the config names by class path (trainer callbacks, plugins): the module and the
@@ -167,19 +179,3 @@ def number_of_devices(cfg: dict[str, Any]) -> dict[str, Any]:
     if isinstance(devices, str) and devices.isdigit():
         cfg["trainer"]["devices"] = int(devices)
     return cfg
-
-
-def make_parser(task: Task):
-    """The jsonargparse parser of ``train --task TASK`` (for nesting it, e.g. in ``pipeline run``)."""
-    cli = TrainCLI.__new__(TrainCLI)
-    cli.task = task
-    cli.model_class, cli.datamodule_class = _classes(task)
-    cli._model_class, cli._datamodule_class = cli.model_class, cli.datamodule_class
-    cli.subclass_mode_model = cli.subclass_mode_data = False
-    cli.trainer_class, cli.trainer_defaults = Trainer, {}
-    cli.parser_class = LightningArgumentParser
-    cli.seed_everything_default, cli.auto_configure_optimizers = 0, False
-    parser = cli.init_parser(exit_on_error=False, prog=f"python -m pipeline train --task {task}")
-    cli._add_arguments(parser)
-    return parser
-

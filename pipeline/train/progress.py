@@ -10,35 +10,36 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 
-def _throttled(base: type) -> type:
-    class Throttled(base):
-        def __init__(self, every: int, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.every = max(1, int(every))
-            self._shown: dict[str, Any] = {}
+class ThrottledMetrics:
+    """Mixin for a Lightning progress bar: the metrics shown are re-read every ``every`` steps."""
+
+    def __init__(self, every: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.every = max(1, int(every))
+        self._shown: dict[str, Any] = {}
+        self._reuse = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._reuse = bool(self._shown) and (batch_idx + 1) % self.every != 0
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
             self._reuse = False
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-            self._reuse = bool(self._shown) and (batch_idx + 1) % self.every != 0
-            try:
-                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            finally:
-                self._reuse = False
-
-        def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
-            if not self._reuse:
-                self._shown = super().get_metrics(trainer, pl_module)
-            return self._shown
-
-    Throttled.__name__ = Throttled.__qualname__ = f"Throttled{base.__name__}"
-    return Throttled
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        if not self._reuse:
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown
 
 
-ThrottledRichProgressBar = _throttled(RichProgressBar)
-ThrottledTQDMProgressBar = _throttled(TQDMProgressBar)
+class ThrottledRichProgressBar(ThrottledMetrics, RichProgressBar):
+    """Lightning's rich bar (needs the ``rich`` package), throttled."""
+
+
+class ThrottledTQDMProgressBar(ThrottledMetrics, TQDMProgressBar):
+    """Lightning's tqdm bar, throttled."""
 
 
 def progress_bar(trainer_cfg: dict[str, Any]) -> list:
@@ -46,4 +47,7 @@ def progress_bar(trainer_cfg: dict[str, Any]) -> list:
     if trainer_cfg.get("enable_progress_bar", True) is False:
         return []
     every = int(trainer_cfg.get("log_every_n_steps") or 50)
-    return [(ThrottledRichProgressBar if _RICH_AVAILABLE else ThrottledTQDMProgressBar)(every)]
+    try:
+        return [ThrottledRichProgressBar(every)]
+    except ModuleNotFoundError:   # Lightning's rich bar without rich installed: its plain bar
+        return [ThrottledTQDMProgressBar(every)]

@@ -1,8 +1,8 @@
 """One training runner for both tasks: what every retraining run does, in one order.
 
 1. the architecture, resolved in one documented order (:func:`resolve_spec`);
-2. the task builds its LightningModule and DataModule and checks the data (the task objects:
-   :mod:`pipeline.classification.task`, :mod:`pipeline.segmentation.task`);
+2. the task builds its LightningModule and DataModule and checks the data (the runner is handed
+   the task, a :class:`pipeline.task.TrainingTask`, and imports none);
 3. ``--resume`` checks; the output folder is checked (rank 0);
 4. loggers (CSV + W&B), checkpoints (``best.ckpt`` on the task's metric, ``last.ckpt`` every
    validation, both with the random state), the Trainer;
@@ -18,108 +18,37 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.config import device_line, make_trainer, resolve_path, save_config
+from pipeline.accelerator import resolve_compile, resolve_precision
+from pipeline.config import device_line, make_trainer, save_config
 from pipeline.distributed import is_rank_zero
+from pipeline.errors import UserError
+from pipeline.space.sources import SpecChoice, read_spec
 from pipeline.space.spec import ArchSpec
+from pipeline.task import TrainingTask
 from pipeline.utils.io import atomic_write_text
 
 CHECKPOINTS = ("best.ckpt", "last.ckpt", "model.pt")
 
 
 # ----------------------------------------------------------------------- architecture
-def _load_spec(value: Any) -> tuple[ArchSpec, str]:
-    if isinstance(value, dict):
-        from pipeline.classification.module import as_spec
-
-        return as_spec(value), "the config's inline `arch`"
-    return ArchSpec.load(resolve_path(value)), str(value)
-
-
-def resolve_spec(cfg: dict[str, Any], run_dir: Path) -> tuple[ArchSpec, str]:
-    """(spec, where it came from): ``arch`` (``--arch``), else the run being resumed's own spec, else
-    the backbone checkpoint's (seg), else ``default_arch`` where the config has one.
+def resolve_spec(task: TrainingTask, cfg: dict[str, Any], run_dir: Path) -> SpecChoice:
+    """The run's architecture: ``arch`` (``--arch``), else the run being resumed's own spec, else
+    the task's default (:meth:`TrainingTask.default_spec`: e.g. the backbone checkpoint's, the newest
+    searched spec).
 
     Resuming with an explicit ``arch`` other than the run's is an error, not a silent switch.
     """
-    explicit = _load_spec(cfg["arch"]) if cfg.get("arch") else None
+    explicit = read_spec(cfg["arch"]) if cfg.get("arch") else None
     run_arch = run_dir / "arch.yaml"
     if cfg.get("resume") and run_arch.is_file():
         trained = ArchSpec.load(run_arch)
-        if explicit is not None and explicit[0] != trained:
-            raise UserError(f"--resume: {explicit[1]} is not the architecture of {run_dir} ({run_arch}: "
+        if explicit is not None and explicit.spec != trained:
+            raise UserError(f"--resume: {explicit.source} is not the architecture of {run_dir} ({run_arch}: "
                             f"{trained.short()}); drop --arch or pick another --run_name")
-        return trained, f"{run_arch} (the run being resumed)"
-    if explicit is not None:
-        return explicit
-    if cfg.get("backbone_ckpt"):
-        from pipeline.segmentation.checkpoint import load_export
-
-        return load_export(cfg["backbone_ckpt"])[0], f"the backbone checkpoint {cfg['backbone_ckpt']}"
-    default = cfg.get("default_arch")
-    if not default:
-        raise UserError("no architecture given: pass --arch checkpoints/<run>/arch.yaml (written by "
-                        "`python -m pipeline search`)" + (" or --backbone_ckpt MODEL.pt" if "backbone_ckpt" in cfg
-                                                          else "") + "; this config has no default_arch")
-    from pipeline.search.store import newest_searched_spec
-    from pipeline.space import SearchSpace
-
-    space = SearchSpace.load(default["space"])
-    search_dir = Path(default.get("search_dir") or cfg["out_dir"])
-    newest = newest_searched_spec(search_dir, space)
-    if newest is not None:
-        return space.validate(ArchSpec.load(newest)), f"{newest} (newest searched {space.name!r} spec)"
-    if not default.get("fallback"):
-        raise UserError(f"no searched {space.name!r} spec under {search_dir}/ and default_arch has no fallback; "
-                        "pass --arch checkpoints/<run>/arch.yaml")
-    fallback = resolve_path(default["fallback"])
-    spec = space.validate(ArchSpec.load(fallback))
-    return spec, f"{fallback} (default spec: no searched {space.name!r} spec under {search_dir}/)"
-
-
-def spec_file(source: str) -> Optional[Path]:
-    """The file a spec was read from, where ``source`` (as :func:`resolve_spec` words it) names one."""
-    path = resolve_path(source.split(" (", 1)[0])
-    return path if path.is_file() else None
-
-
-# ------------------------------------------------------------------------- settings
-def on_cuda(trainer_cfg: dict[str, Any]) -> bool:
-    """Whether a Trainer config trains on CUDA devices."""
-    import torch
-
-    accel = str(trainer_cfg.get("accelerator") or "auto").lower()
-    return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
-
-
-def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
-    """``null``: bf16 mixed precision on GPUs that support it, else fp16 mixed; fp32 on CPU."""
-    precision = trainer_cfg.get("precision")
-    if precision is not None:
-        return str(precision)
-    import torch
-
-    if not on_cuda(trainer_cfg):
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-
-
-def resolve_compile(value: Any, trainer_cfg: dict[str, Any]) -> bool | dict[str, Any]:
-    """``model.compile``: false, true, a mapping of ``torch.compile`` options, or ``auto`` (= on CUDA).
-
-    Compiling costs a minute or two up front and pays back over long GPU runs; on a CPU the
-    demo's short runs would not win it back, hence ``auto``.
-    """
-    if value == "auto":
-        return on_cuda(trainer_cfg)
-    return value or False
-
-
-def resolve_fused(value: Any) -> Optional[bool]:
-    """``optim.fused``: ``auto`` (None: fused Adam/AdamW when the parameters are on CUDA) or a bool."""
-    return None if value in ("auto", None) else bool(value)
+        return SpecChoice(trained, f"{run_arch} (the run being resumed)", run_arch)
+    return explicit if explicit is not None else task.default_spec(cfg)
 
 
 # ---------------------------------------------------------------------- run folder
@@ -222,7 +151,7 @@ def resolve_machine_settings(cfg: dict[str, Any]) -> None:
     cfg["model"]["compile"] = resolve_compile(cfg["model"].get("compile"), cfg["trainer"])
 
 
-def training_trainer(task, cfg: dict[str, Any], run_dir: Path, callbacks: list):
+def training_trainer(task: TrainingTask, cfg: dict[str, Any], run_dir: Path, callbacks: list):
     """(the Trainer of a training run, its ``best.ckpt`` checkpointer or None): CSV logger
     (``csv/version_N``: one folder per invocation, so a resumed run keeps its history) and W&B,
     ``callbacks`` then :func:`training_callbacks`; a ``fast_dev_run`` writes no checkpoint."""
@@ -241,17 +170,17 @@ def training_trainer(task, cfg: dict[str, Any], run_dir: Path, callbacks: list):
     return trainer, best_ckpt
 
 
-def train(task, cfg: dict[str, Any], callbacks: list) -> int:
-    """Run one retraining of ``task`` (a :class:`pipeline.train.task.TrainingTask`) with ``cfg``."""
+def train(task: TrainingTask, cfg: dict[str, Any], callbacks: list) -> int:
+    """Run one retraining of ``task`` with ``cfg``."""
     from pipeline.data import DataError
     from pipeline.tracking import record_handoff
 
     started = time.time()
     run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
-    spec, source = resolve_spec(cfg, run_dir)
+    choice = resolve_spec(task, cfg, run_dir)
     resolve_machine_settings(cfg)
     try:
-        built = task.build(cfg, spec, source)
+        built = task.build(cfg, choice.spec, choice.source)
     except DataError as e:
         raise UserError(data_message(e)) from None
     spec = built.spec   # e.g. with model.num_classes applied
@@ -285,9 +214,9 @@ def train(task, cfg: dict[str, Any], callbacks: list) -> int:
         metrics = task.validate(trainer, built, best)
         if trainer.global_rank == 0:
             summary, produced, lines = task.finish(trainer, built, run_dir, metrics)
-            summary.update(checkpoint=best or None, arch_source=source, wall_time_s=round(time.time() - started, 1))
+            summary.update(checkpoint=best or None, arch_source=choice.source, wall_time_s=round(time.time() - started, 1))
             atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
-            consumed = task.consumed(cfg, source)
+            consumed = task.consumed(cfg, choice)
             record_handoff(trainer.loggers, run_dir, produced=produced, consumed=consumed)
             if best:
                 lines.append(f"best checkpoint: {best}")

@@ -1,13 +1,13 @@
-"""One-off script that builds the small data files shipped in this folder.
+"""One-off script that builds the small data files shipped in pipeline/data/shipped/.
 
 Nothing in the `pipeline` package runs this script or needs its extra
 dependencies: the outputs (fashion_mnist_demo.npz, probe_photos/*.jpg) are
 committed, so the package never downloads anything at run time. Run it only to
-regenerate or audit those files (see the README.md beside it):
+regenerate or audit those files (see the README.md there):
 
-    python pipeline/data/shipped/make_demo_data.py               # both outputs
-    python pipeline/data/shipped/make_demo_data.py --only demo   # fashion_mnist_demo.npz
-    python pipeline/data/shipped/make_demo_data.py --only photos # probe_photos/*.jpg
+    python tools/make_demo_data.py               # both outputs
+    python tools/make_demo_data.py --only demo   # fashion_mnist_demo.npz
+    python tools/make_demo_data.py --only photos # probe_photos/*.jpg
 
 Inputs:
 - demo: the Fashion-MNIST idx files from the Debian package
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-OUT_DIR = Path(__file__).resolve().parent
+OUT_DIR = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "shipped"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = [
     "T-shirt/top",

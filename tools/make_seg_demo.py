@@ -1,4 +1,4 @@
-"""Build the embedded segmentation demo set, seg_demo/ beside this script (see the README.md there).
+"""Build the embedded segmentation demo set, pipeline/data/shipped/seg_demo/ (see the README.md there).
 
 Scenes of 64x64 pixels: a random crop (64-128 px of the 256 px photo, resized, brightness
 jittered) of one of the natural photos in probe_photos/ as background, with 1-3
@@ -15,8 +15,8 @@ Classes (DemoSegDataset.METAINFO): 0 background, 1 top (T-shirt/top, Pullover, C
 scenes come from the demo set's train images, those of the validation scenes from its val
 images (themselves from the Fashion-MNIST test set); background crops are drawn independently.
 
-    python pipeline/data/shipped/make_seg_demo.py            # rewrites pipeline/data/shipped/seg_demo/ (seeded, deterministic)
-    python pipeline/data/shipped/make_seg_demo.py --train 400 --val 80 --size 64 --out /tmp/seg_demo
+    python tools/make_seg_demo.py            # rewrites pipeline/data/shipped/seg_demo/ (seeded, deterministic)
+    python tools/make_seg_demo.py --train 400 --val 80 --size 64 --out /tmp/seg_demo
 """
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))   # this checkout's package, also when it is not installed
+HERE = REPO / "pipeline" / "data" / "shipped"
 
 # Fashion-MNIST class index -> demo class index (0 is background).
 GROUPS = {0: 1, 2: 1, 4: 1, 6: 1, 1: 2, 3: 3, 5: 4, 7: 4, 9: 4, 8: 5}
