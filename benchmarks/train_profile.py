@@ -279,6 +279,10 @@ def tables(title: str, ours: dict[str, Any], bare: dict[str, Any], top: int) -> 
         lines.append(f"| `{k}` | {a[0]:.1f} | {b[0]:.1f} | {diff[k]:+.1f} | {a[1]:g} | {b[1]:g} |")
     lines.append(f"| **all operators** | **{total(ours):.1f}** | **{total(bare):.1f}** | "
                  f"**{total(ours) - total(bare):+.1f}** | | |")
+    calls = lambda r, k: r["ops"].get(k, [0.0, 0.0])[1]  # noqa: E731
+    extra = sorted(count_diff, key=lambda k: (-(calls(ours, k) - calls(bare, k)), k))
+    lines += ["", "Calls per step that differ (ours / bare): " + (", ".join(
+        f"`{k}` {calls(ours, k):g} / {calls(bare, k):g}" for k in extra) or "none") + "."]
     rng = sorted(ours["ranges"].items(), key=lambda kv: -kv[1][0])
     python = sum(v[0] for v in ours["ranges"].values())
     lines += ["", f"Lightning's loop, Python side: ranges of ours by own time outside any operator "
@@ -342,19 +346,89 @@ def profile_case(case: str, steps: int, rounds: int, top: int) -> str:
     return tables(title, averaged(runs["ours"]), averaged(runs["bare"]), top)
 
 
+def minimal_step(module):
+    """The module with the bare loop's training step: Mixup/CutMix, forward and loss only (no loss
+    metric, no ``self.log``, no finite-loss flag or check)."""
+    def training_step(batch, batch_idx):
+        x, y = batch
+        if module.mixup_fn is not None:
+            x, y = module.mixup_fn(x, y)
+        return module.train_loss_fn(module(x), y)
+
+    module.training_step = training_step
+    module.on_train_batch_end = lambda *args: None
+    return module
+
+
+def run_plain_lightning(s: dict[str, Any], timer: bench.StepTimer, minimal: bool = False) -> float:
+    """Our module (``minimal``: with the bare loop's step) in a Trainer with nothing of ours around it:
+    no logger, checkpoint or progress bar."""
+    import copy
+
+    from lightning.pytorch import Trainer
+
+    from pipeline.classification.task import ClassificationTask
+
+    cfg, dm = copy.deepcopy(s["cfg"]), s["dm"]
+    module = ClassificationTask.module(cfg, s["spec"], dm.batch_size, dm.check())
+    if minimal:
+        module = minimal_step(module)
+    trainer = Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=s["warmup"] + s["steps"],
+                      limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[bench.lightning_timer_callback(timer)])
+    with bench.warnings_quiet():
+        trainer.fit(module, datamodule=dm)
+    return timer.images_per_s
+
+
 def overhead(steps: int, pairs: int) -> str:
-    """Lightning's per-step cost, timed: ours minus bare in ms per step on the tiny network."""
+    """Lightning's per-step cost on the tiny network, one thread: each Trainer minus the bare loop in
+    wall and in CPU time (the process's, which waiting for a core on a loaded machine does not lengthen)."""
+    import copy
+
     s = tiny_setup(steps)
+    no_bar = dict(s, cfg=copy.deepcopy(s["cfg"]))
+    no_bar["cfg"]["trainer"]["enable_progress_bar"] = False
+    sides = {"bare loop": lambda t: bench.run_reference_cls(s, timer=t),
+             "plain Trainer (no logger, checkpoints, progress bar), the bare loop's training step":
+                 lambda t: run_plain_lightning(s, t, minimal=True),
+             "plain Trainer, our module": lambda t: run_plain_lightning(s, t),
+             "the `train` Trainer without its progress bar": lambda t: bench.run_ours_cls(no_bar, timer=t),
+             "the `train` Trainer (ours)": lambda t: bench.run_ours_cls(s, timer=t)}
     batch = s["dm"].batch_size
-    res = bench.interleaved({"ours": lambda: bench.run_ours_cls(s), "bare": lambda: bench.run_reference_cls(s)},
-                            pairs)
-    ms = {k: [batch * 1e3 / v for v in vals] for k, vals in res.items()}
-    mean, lo, hi = bootstrap_mean([a - b for a, b in zip(ms["ours"], ms["bare"])])
-    return (f"### Lightning's own cost per step, timed\n\n{s['spec'].short()} (the loop alone), batch {batch}, "
-            f"{steps} steps after {s['warmup']} warm-up, {pairs} interleaved pairs, no profiler: ours "
-            f"{statistics.median(ms['ours']):.2f} ms per step, bare loop {statistics.median(ms['bare']):.2f} ms "
-            f"(medians); ours - bare = **{mean:.2f} ms per step** [90% interval {lo:.2f}, {hi:.2f}] "
-            f"(torch {torch.__version__}, {torch.get_num_threads()} threads).\n")
+
+    def measure(run):
+        def once():
+            timer = bench.StepTimer(s["warmup"], steps, batch, "cpu")
+            run(timer)
+            return (timer.end - timer.start) * 1e3 / steps, timer.cpu_ms_per_step
+        return once
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = bench.interleaved({k: measure(run) for k, run in sides.items()}, pairs)
+    finally:
+        torch.set_num_threads(threads)
+    lines = ["### Lightning's own cost per step, timed", "",
+             f"{s['spec'].short()} on in-memory 32x32 tensors (the loop is nearly all there is), batch {batch}, "
+             f"one thread, {steps} steps after {s['warmup']} warm-up, {pairs} interleaved runs of each, no profiler "
+             f"(torch {torch.__version__}). Per step: medians over the runs, and the mean per-run difference from "
+             "the bare loop with its 90% bootstrap interval; CPU time is the process's (all its threads):", "",
+             "| loop | wall ms | minus bare | CPU ms | minus bare |", "|---|---:|---:|---:|---:|"]
+    bare = res["bare loop"]
+    for name, values in res.items():
+        cells = []
+        for i in (0, 1):
+            cells.append(f"{statistics.median(v[i] for v in values):.2f}")
+            if name == "bare loop":
+                cells.append("")
+            else:
+                mean, lo, hi = bootstrap_mean([a[i] - b[i] for a, b in zip(values, bare)])
+                cells.append(f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write(key: str, text: str) -> None:

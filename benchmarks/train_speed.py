@@ -77,27 +77,36 @@ def sync(device: str) -> None:
 
 
 class StepTimer:
-    """Wall time from the end of step ``warmup`` to the end of step ``warmup + steps``."""
+    """Wall time (and this process's CPU time) from the end of step ``warmup`` to the end of step
+    ``warmup + steps``."""
 
     def __init__(self, warmup: int, steps: int, batch: int, device: str) -> None:
         self.warmup, self.steps, self.batch, self.device = warmup, steps, batch, device
         self.done = 0
-        self.start = self.end = None
+        self.start = self.end = self.cpu_start = self.cpu_end = None
 
     def step_end(self) -> None:
         self.done += 1
         if self.done == self.warmup:
             sync(self.device)
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
         elif self.done == self.warmup + self.steps:
             sync(self.device)
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
     @property
     def images_per_s(self) -> float:
         if self.end is None:
             raise RuntimeError(f"only {self.done} of {self.warmup + self.steps} steps ran")
         return self.steps * self.batch / (self.end - self.start)
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        """CPU time of this process's threads per step: unlike wall time, not lengthened by waiting
+        for a core on a loaded machine (DataLoader worker processes are not counted)."""
+        if self.cpu_end is None:
+            raise RuntimeError(f"only {self.done} of {self.warmup + self.steps} steps ran")
+        return (self.cpu_end - self.cpu_start) * 1e3 / self.steps
 
 
 def lightning_timer_callback(timer: StepTimer):

@@ -205,6 +205,19 @@ def test_no_host_sync_in_classification_training_steps(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
 
 
+def test_the_training_bar_redraws_ten_times_a_second():
+    """Lightning's Rich default (100 wake-ups a second) preempts the training threads on small CPUs."""
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    from pipeline.train.progress import RICH_REFRESH_PER_SECOND, progress_bar
+
+    (bar,) = progress_bar({"log_every_n_steps": 10})
+    assert bar.every == 10
+    if _RICH_AVAILABLE:
+        assert isinstance(bar, ThrottledRichProgressBar) and bar.refresh_rate == RICH_REFRESH_PER_SECOND == 10
+    assert progress_bar({"enable_progress_bar": False}) == []
+
+
 def test_nonfinite_loss_is_caught_at_the_next_check():
     module = ClassificationModule(tiny_spec())
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
