@@ -249,7 +249,8 @@ def averaged(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {k: [statistics.fmean(r[key].get(k, [0.0, 0.0])[i] for r in runs) for i in (0, 1)] for k in names}
 
     return dict(wall=statistics.fmean(r["wall"] for r in runs), walls=[r["wall"] for r in runs],
-                phases=mean_of("phases"), ops=mean_of("ops"), ranges=mean_of("ranges"))
+                phases=mean_of("phases"), phase_rounds=[r["phases"] for r in runs], ops=mean_of("ops"),
+                ranges=mean_of("ranges"))
 
 
 def tables(title: str, ours: dict[str, Any], bare: dict[str, Any], top: int) -> str:
@@ -258,12 +259,20 @@ def tables(title: str, ours: dict[str, Any], bare: dict[str, Any], top: int) -> 
     lines += [f"Wall time per step under the profiler: ours {ours['wall']:.1f} ms (rounds: {walls(ours)}), "
               f"bare loop {bare['wall']:.1f} ms ({walls(bare)}); ours - bare = {ours['wall'] - bare['wall']:+.1f} ms "
               f"({ours['wall'] / bare['wall'] - 1:+.1%}).", ""]
-    lines += ["By phase (own time of every event in the phase, ms per step):", "",
+    lines += ["By phase (own time of every event in the phase, ms per step; phases over 50 ms with each "
+              "round's value in brackets):", "",
               "| phase | ours | bare loop | ours - bare |", "|---|---:|---:|---:|"]
+
+    def cell(r: dict[str, Any], phase: str) -> str:
+        value = r["phases"].get(phase, 0.0)
+        rounds = [x.get(phase, 0.0) for x in r["phase_rounds"]]
+        return f"{value:.1f}" + (f" ({', '.join(f'{x:.0f}' for x in rounds)})" if len(rounds) > 1 and value >= 50
+                                 else "")
+
     for phase in [p for p, _ in PHASES] + [OUTSIDE]:
         a, b = ours["phases"].get(phase, 0.0), bare["phases"].get(phase, 0.0)
         if abs(a) >= 0.05 or abs(b) >= 0.05:
-            lines.append(f"| {phase} | {a:.1f} | {b:.1f} | {a - b:+.1f} |")
+            lines.append(f"| {phase} | {cell(ours, phase)} | {cell(bare, phase)} | {a - b:+.1f} |")
     lines.append(f"| **step** | **{ours['wall']:.1f}** | **{bare['wall']:.1f}** | "
                  f"**{ours['wall'] - bare['wall']:+.1f}** |")
     names = set(ours["ops"]) | set(bare["ops"])
