@@ -1,7 +1,11 @@
 """Retraining throughput against what users would run instead, measured in one run.
 
-Each comparison runs ours and the reference alternately (``--repeats`` times each, fresh
-network every time) and prints the median training throughput in images/s after warm-up:
+Each comparison runs ours and the reference alternately (``--repeats`` pairs, fresh network every
+run; the order flips every pair) and prints the median training throughput in images/s after
+warm-up of each side, the spread of its repeats ((max - min) / median), and the ratio ours /
+reference with its 90% confidence interval (``benchmarks/paired_ratio.py``: the mean of the
+per-pair ratios and a seeded percentile bootstrap over the pairs, so load that changes between
+pairs cancels within each pair):
 
 * ``cls``: our ``ClassificationModule`` + ``ClassificationDataModule`` inside ``Trainer.fit``
   (the ``train --task cls`` Trainer: CSV logger, learning-rate monitor, checkpoint callback,
@@ -15,10 +19,11 @@ network every time) and prints the median training throughput in images/s after 
 
 Only training steps are timed (from the end of the last warm-up step to the end of the last
 step): validation and once-per-epoch checkpoints are not part of the throughput. Every line ends
-in ``ratio X.XX`` = ours / reference (goal >= 0.95).
+in ``ratio X.XX [lo, hi]`` = ours / reference and its 90% interval (goal: lo >= 0.95). Where the
+gap lies, by operator: ``benchmarks/train_profile.py`` (docs/train_speed.md).
 
-    python benchmarks/train_speed.py              # cls demo, cls AutoFormer-T, seg demo
-    python benchmarks/train_speed.py --quick      # fewer steps and repeats (~3 min on a GPU)
+    python benchmarks/train_speed.py              # cls demo, cls AutoFormer-T, seg demo, 7 pairs each
+    python benchmarks/train_speed.py --quick      # fewer steps and 3 pairs (~3 min on a GPU)
     python benchmarks/train_speed.py --only seg   # one comparison
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))   # after PYTHONPATH: another checkout can be measured with this script
 
+from paired_ratio import PairedRatio, paired_ratio, spread  # noqa: E402  (this script's folder)
 from pipeline.classification.task import ClassificationTask  # noqa: E402
 from pipeline.config import CONFIG_DIR, ConfigError  # noqa: E402
 from pipeline.space import ArchSpec, SearchSpace  # noqa: E402
@@ -71,27 +77,36 @@ def sync(device: str) -> None:
 
 
 class StepTimer:
-    """Wall time from the end of step ``warmup`` to the end of step ``warmup + steps``."""
+    """Wall time (and this process's CPU time) from the end of step ``warmup`` to the end of step
+    ``warmup + steps``."""
 
     def __init__(self, warmup: int, steps: int, batch: int, device: str) -> None:
         self.warmup, self.steps, self.batch, self.device = warmup, steps, batch, device
         self.done = 0
-        self.start = self.end = None
+        self.start = self.end = self.cpu_start = self.cpu_end = None
 
     def step_end(self) -> None:
         self.done += 1
         if self.done == self.warmup:
             sync(self.device)
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
         elif self.done == self.warmup + self.steps:
             sync(self.device)
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
     @property
     def images_per_s(self) -> float:
         if self.end is None:
             raise RuntimeError(f"only {self.done} of {self.warmup + self.steps} steps ran")
         return self.steps * self.batch / (self.end - self.start)
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        """CPU time of this process's threads per step: unlike wall time, not lengthened by waiting
+        for a core on a loaded machine (DataLoader worker processes are not counted)."""
+        if self.cpu_end is None:
+            raise RuntimeError(f"only {self.done} of {self.warmup + self.steps} steps ran")
+        return (self.cpu_end - self.cpu_start) * 1e3 / self.steps
 
 
 def lightning_timer_callback(timer: StepTimer):
@@ -105,7 +120,8 @@ def lightning_timer_callback(timer: StepTimer):
 
 
 def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Run each measurement ``repeats`` times, alternating, so load changes hit both alike."""
+    """Run each measurement ``repeats`` times, alternating (ABBA...), so load changes hit both alike:
+    the i-th values of the sides form a pair measured side by side."""
     out: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(repeats):
         order = list(runs) if r % 2 == 0 else list(reversed(runs))
@@ -114,12 +130,12 @@ def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str,
     return out
 
 
-def report(label: str, results: dict[str, list[float]], ours: str, ref: str) -> float:
-    a, b = statistics.median(results[ours]), statistics.median(results[ref])
-    spread = lambda xs: f"{min(xs):.1f}-{max(xs):.1f}"  # noqa: E731
-    ratio = a / b
-    print(f"{label}: ours {a:.1f} img/s ({spread(results[ours])}) vs {ref} {b:.1f} img/s "
-          f"({spread(results[ref])}) ratio {ratio:.2f}", flush=True)
+def report(label: str, results: dict[str, list[float]], ours: str, ref: str) -> PairedRatio:
+    """One line: each side's median img/s and spread, the pairs, the ratio and its 90% interval."""
+    a, b = results[ours], results[ref]
+    ratio = paired_ratio(a, b)
+    print(f"{label}: ours {statistics.median(a):.1f} img/s (spread {spread(a):.0%}) vs {ref} "
+          f"{statistics.median(b):.1f} img/s (spread {spread(b):.0%}), {ratio.pairs} pairs, {ratio}", flush=True)
     return ratio
 
 
@@ -185,12 +201,15 @@ def cls_setup(case: str, device: str, quick: bool, extra: list[str]) -> dict[str
     return dict(cfg=cfg, spec=spec, dm=dm, warmup=warmup, steps=steps, device=device)
 
 
-def run_ours_cls(s: dict[str, Any]) -> float:
-    """Our module and datamodule inside the `train --task cls` Trainer."""
+def run_ours_cls(s: dict[str, Any], timer: StepTimer | None = None, profiler=None) -> float:
+    """Our module and datamodule inside the `train --task cls` Trainer (``profiler``: a Lightning
+    profiler for its hooks, as benchmarks/train_profile.py gives)."""
     cfg, dm = copy.deepcopy(s["cfg"]), s["dm"]
     module = ClassificationTask.module(cfg, s["spec"], dm.batch_size, dm.check())
-    timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, s["device"])
+    timer = timer or StepTimer(s["warmup"], s["steps"], dm.batch_size, s["device"])
     cfg["trainer"].update(max_epochs=1, limit_train_batches=s["warmup"] + s["steps"])
+    if profiler is not None:
+        cfg["trainer"]["profiler"] = profiler
     with tempfile.TemporaryDirectory() as tmp:
         trainer = run_trainer(ClassificationTask(), cfg, Path(tmp), timer)
         with warnings_quiet():
@@ -198,8 +217,14 @@ def run_ours_cls(s: dict[str, Any]) -> float:
     return timer.images_per_s
 
 
-def run_reference_cls(s: dict[str, Any]) -> float:
-    """A bare loop as timm's train.py: same network, loader, optimiser, schedule, Mixup and loss."""
+def no_section(name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def run_reference_cls(s: dict[str, Any], timer: StepTimer | None = None,
+                      section: Callable[[str], contextlib.AbstractContextManager] = no_section) -> float:
+    """A bare loop as timm's train.py: same network, loader, optimiser, schedule, Mixup and loss
+    (``section``: labels the loop's parts for benchmarks/train_profile.py)."""
     from timm.optim import param_groups_weight_decay
 
     from pipeline.classification.module import NO_WEIGHT_DECAY
@@ -218,20 +243,25 @@ def run_reference_cls(s: dict[str, Any]) -> float:
     loader = dm.train_dataloader()
     scheduler = factory._scheduler(optimizer, int(cfg["trainer"]["max_epochs"]), len(loader))
     autocast = precision_context(device, cfg["trainer"]["precision"])
-    timer = StepTimer(s["warmup"], s["steps"], dm.batch_size, device)
+    timer = timer or StepTimer(s["warmup"], s["steps"], dm.batch_size, device)
     model.train()
     updates = 0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if mixup is not None:
-            x, y = mixup(x, y)
-        with autocast:
+        with section("bare: to device, Mixup/CutMix"):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mixup is not None:
+                x, y = mixup(x, y)
+        with section("bare: forward, loss"), autocast:
             loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        updates += 1
-        scheduler.step_update(num_updates=updates)
+        with section("bare: zero_grad(set_to_none=True)"):
+            optimizer.zero_grad(set_to_none=True)
+        with section("bare: backward"):
+            loss.backward()
+        with section("bare: optimizer step"):
+            optimizer.step()
+        with section("bare: schedule"):
+            updates += 1
+            scheduler.step_update(num_updates=updates)
         timer.step_end()
         if timer.done >= s["warmup"] + s["steps"]:
             break
@@ -381,18 +411,20 @@ def bench_seg(device: str, repeats: int, quick: bool, extra: list[str]) -> float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    ap.add_argument("--repeats", type=int, default=None, help="runs of each side (default 3, --quick 2)")
+    ap.add_argument("--repeats", type=int, default=None, help="pairs of runs (default 7, --quick 3)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--only", choices=("cls", "seg", *[f"cls-{c}" for c in CLS_CASES]), default=None)
     ap.add_argument("overrides", nargs="*", help="config overrides for the cls cases, e.g. --model.compile=true")
     args, unknown = ap.parse_known_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or (3 if args.quick else 7)
     extra = list(args.overrides) + unknown
     import pipeline
 
-    print(f"device: {device}, torch threads: {torch.get_num_threads()}, repeats: {repeats} (medians; "
-          f"ours and reference alternate); measuring {Path(pipeline.__file__).parent}", flush=True)
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, {repeats} pairs of runs (ours and "
+          f"reference alternate; ratio = mean of per-pair ratios [90% bootstrap interval]); measuring "
+          f"{Path(pipeline.__file__).parent}", flush=True)
+    started = time.perf_counter()
     torch.manual_seed(0)
     cases = [(f"cls {c}", lambda c=c: bench_cls(c, device, repeats, args.quick, extra))
              for c in CLS_CASES if args.only in (None, "cls", f"cls-{c}")]
@@ -400,12 +432,15 @@ def main() -> None:
         cases.append(("seg demo", lambda: bench_seg(device, repeats, args.quick, extra)))
     failed = 0
     for name, bench in cases:
+        case_started = time.perf_counter()
         try:
             bench()
+            print(f"  ({name}: {(time.perf_counter() - case_started) / 60:.1f} min)", flush=True)
         except Exception as e:   # one broken case must not hide the others' numbers
             failed += 1
             print(f"{name}: FAILED {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}",
                   flush=True)
+    print(f"total: {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     sys.exit(1 if failed else 0)
 
 

@@ -233,6 +233,16 @@ def test_the_progress_bar_reads_the_metrics_only_at_log_steps():
     assert progress_bar({"log_every_n_steps": 7})[0].every == 7
 
 
+def test_the_training_bar_redraws_ten_times_a_second():
+    """Lightning's Rich default (100 wake-ups a second) preempts the training threads on small CPUs."""
+    from pipeline.train.progress import RICH_REFRESH_PER_SECOND, ThrottledRichProgressBar, progress_bar
+
+    (bar,) = progress_bar({"log_every_n_steps": 10})
+    assert bar.every == 10
+    assert isinstance(bar, ThrottledRichProgressBar) and bar.refresh_rate == RICH_REFRESH_PER_SECOND == 10
+    assert progress_bar({"enable_progress_bar": False}) == []
+
+
 def test_nonfinite_loss_is_caught_at_the_next_check():
     module = ClassificationModule(tiny_spec())
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
