@@ -40,6 +40,8 @@ K = TypeVar("K", bound=Hashable)
 
 CLOCKS = ("wall", "cpu")
 RUNS = 3   # runs per network: the median of three outvotes one that a burst of load hit
+WARM_SECONDS = 0.5   # untimed calls stop once they took this long ...
+MIN_WARM_CALLS = 2   # ... and there were at least this many (or ``warmup``, if fewer)
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,7 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
     for r in range(n_runs if keys else 0):
         shift = r % len(keys)
         for k in keys[shift:] + keys[:shift]:
-            for _ in range(warmup if r == 0 or len(keys) > 1 else 0):
-                runs[k]()   # untimed: the caches the other networks' runs evicted warm again
+            warm_up(runs[k], warmup if r == 0 or len(keys) > 1 else 0)
             wall: list[float] = []
             cpu: list[float] = []
             while len(wall) < per_run or (sum(wall) < seconds and len(wall) < max_calls):
@@ -114,6 +115,17 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
         if progress is not None:
             progress(r + 1, n_runs)
     return {k: median_of_runs(measured[k]) for k in keys}
+
+
+def warm_up(run: Run, calls: int, seconds: float = WARM_SECONDS) -> None:
+    """Untimed calls before a run: ``calls`` of them, or fewer (at least ``MIN_WARM_CALLS``) once
+    they took ``seconds``. One forward of a 224 px network (0.2-1 s on one core) already streams
+    all its weights through the caches; five of them were most of AutoFormer-S's calibration time."""
+    start = time.perf_counter()
+    for i in range(calls):
+        if i >= MIN_WARM_CALLS and time.perf_counter() - start >= seconds:
+            break
+        run()   # untimed: the caches the other networks' runs evicted warm again
 
 
 def median_of_runs(runs: list[Timing]) -> Timing:

@@ -28,10 +28,11 @@ docs/latency.md).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from pipeline.latency.cache import MeasurementCache
+from pipeline.latency.cache import MeasurementCache, network_key
 from pipeline.latency.target import Target
 from pipeline.space.space import SearchSpace
 from pipeline.space.spec import ArchSpec
@@ -88,31 +89,83 @@ def calibration_groups(space: SearchSpace) -> list[list[ArchSpec]]:
     return groups
 
 
+WHOLE_NETWORKS = 6   # random networks measured whole, each in a fresh process, per calibration
+
+
+def whole_networks(space: SearchSpace, n: int = WHOLE_NETWORKS) -> list[ArchSpec]:
+    """``n`` random networks of the space (none of them a block-calibration network), evenly
+    spread over the FLOPs of 8n draws: measured whole, each in a fresh process, they tie the
+    sum of parts to what the search's re-measurement and a deployment see (``Correction``)."""
+    from pipeline.models import count_flops
+
+    calibration = {network_key(s) for group in calibration_groups(space) for s in group}
+    rng, pool = random.Random(f"{space.name}-whole-networks"), {}
+    for _ in range(100 * n):
+        if len(pool) >= 8 * n:
+            break
+        spec = space.sample(rng)
+        if network_key(spec) not in calibration:
+            pool[network_key(spec)] = spec
+    ranked = sorted(pool.values(), key=lambda s: (count_flops(s), network_key(s)))
+    if len(ranked) <= n:
+        return ranked
+    return [ranked[round(i * (len(ranked) - 1) / (n - 1))] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Correction:
+    """``scale * (sum of parts) + offset``: the sum of parts as a whole network in a fresh process runs."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __call__(self, ms: float) -> float:
+        return self.scale * ms + self.offset
+
+    @classmethod
+    def fit(cls, pairs: Sequence[tuple[float, float]]) -> "Correction":
+        """From (sum of parts, measured whole) pairs: the median ratio (robust to one disturbed network)."""
+        import statistics
+
+        if not pairs:
+            return cls()
+        return cls(statistics.median(m / p for p, m in pairs), 0.0)
+
+
 @dataclass
 class LatencyPredictor:
-    """Milliseconds per part on one target; ``predict(spec)`` sums a network's parts."""
+    """Milliseconds per part on one target; ``predict(spec)`` sums a network's parts and corrects
+    the sum to a whole network's latency in a fresh process (``Correction``)."""
 
     target: dict
     space: str
     parts: dict[str, float]
+    correction: Correction = field(default_factory=Correction)
 
-    def predict(self, spec: ArchSpec) -> float:
+    def part_sum(self, spec: ArchSpec) -> float:
         try:
             return sum(self.parts[p] for p in parts(spec))
         except KeyError as e:
             raise ValueError(f"{spec.short()} has a part ({e.args[0]}) the predictor of space {self.space!r} "
                              "was not calibrated for") from None
 
+    def predict(self, spec: ArchSpec) -> float:
+        return self.correction(self.part_sum(spec))
+
     def to_dict(self) -> dict:
-        return {"target": self.target, "space": self.space, "parts": self.parts}
+        return {"target": self.target, "space": self.space, "parts": self.parts,
+                "correction": {"scale": self.correction.scale, "offset": self.correction.offset}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyPredictor":
-        return cls(d["target"], d["space"], {k: float(v) for k, v in d["parts"].items()})
+        correction = Correction(**{k: float(v) for k, v in (d.get("correction") or {}).items()})
+        return cls(d["target"], d["space"], {k: float(v) for k, v in d["parts"].items()}, correction)
 
     @classmethod
-    def fit(cls, target: Target, space: str, measured: Sequence[tuple[ArchSpec, float]]) -> "LatencyPredictor":
-        """Part latencies that best explain the measured networks (least squares)."""
+    def fit(cls, target: Target, space: str, measured: Sequence[tuple[ArchSpec, float]],
+            whole: Sequence[tuple[ArchSpec, float]] = ()) -> "LatencyPredictor":
+        """Part latencies that best explain the block networks ``measured`` (least squares), then
+        the correction that takes their sums to the ``whole`` networks measured in fresh processes."""
         import numpy as np
 
         names = sorted({p for spec, _ in measured for p in parts(spec)})
@@ -124,7 +177,9 @@ class LatencyPredictor:
         if np.linalg.matrix_rank(design) < len(names):
             raise ValueError("the calibration networks do not determine every part's latency")
         solution, *_ = np.linalg.lstsq(design, np.array([ms for _, ms in measured]), rcond=None)
-        return cls(target.predictor_key(), space, {n: float(v) for n, v in zip(names, solution)})
+        predictor = cls(target.predictor_key(), space, {n: float(v) for n, v in zip(names, solution)})
+        predictor.correction = Correction.fit([(predictor.part_sum(s), ms) for s, ms in whole])
+        return predictor
 
     @classmethod
     def calibrate(cls, space: SearchSpace, target: Target, cache: Optional[MeasurementCache] = None,
@@ -134,16 +189,20 @@ class LatencyPredictor:
         all groups: a network's ``RUNS`` runs lie a pass apart (minutes for 224 px spaces), and
         their median outvotes a burst of other work shorter than a pass. Measured twice in a row
         on this shared machine without passes, AutoFormer-T's predictor was within +-10% of 0.22
-        and of 0.94 of the held-out networks (docs/latency.md)."""
-        from pipeline.latency.measure import RUNS, measure_latency, median_of_runs
+        and of 0.94 of the held-out networks (docs/latency.md). After each pass a third of the
+        whole networks (``whole_networks``) is measured, each in a fresh process."""
+        from pipeline.latency import fresh
+        from pipeline.latency.measure import RUNS, Timing, measure_latency, median_of_runs
 
         cache = cache or MeasurementCache(target)
         groups = calibration_groups(space)
+        whole = whole_networks(space)
         missing = [g for g in groups if any(cache.get(spec) is None for spec in g)]   # a group is measured whole
-        total = sum(len(g) for g in groups) * RUNS
-        done = total - sum(len(g) for g in missing) * RUNS
+        missing_whole = [s for s in whole if cache.get(s, fresh=True) is None]
+        total = (sum(len(g) for g in groups) + len(whole)) * RUNS
+        done = total - (sum(len(g) for g in missing) + len(missing_whole)) * RUNS
         runs: dict[ArchSpec, list] = {}
-        for p in range(RUNS if missing else 0):
+        for p in range(RUNS if missing or missing_whole else 0):
             for group in missing:
                 order = group[p % len(group):] + group[:p % len(group)]
                 for spec, timing in measure_latency({s: s for s in order}, target, n_runs=1).items():
@@ -151,9 +210,15 @@ class LatencyPredictor:
                 done += len(group)
                 if progress is not None:
                     progress(done, total)
+            for spec in missing_whole[p::RUNS]:
+                got = fresh.measure_in_fresh_process(spec, target, memory=False)
+                cache.put({spec: Timing.from_dict(got["timing"])}, fresh=True)
+                done += RUNS
+                if progress is not None:
+                    progress(done, total)
         if runs:
             cache.put({spec: median_of_runs(timings) for spec, timings in runs.items()})
-        if progress is not None and not missing:
+        if progress is not None and not (missing or missing_whole):
             progress(total, total)
         measured = [(spec, target.latency(cache.get(spec))) for group in groups for spec in group]
-        return cls.fit(target, space.name, measured)
+        return cls.fit(target, space.name, measured, [(s, target.latency(cache.get(s, fresh=True))) for s in whole])
