@@ -143,6 +143,10 @@ def evaluate(preset: str, backend: str, args, measure: bool = True):
     for n, (kind, spec, i) in enumerate(todo, 1):
         if (kind, network_key(spec), i) in done:
             continue
+        if args.minutes is not None and time.time() - args.started > 60 * args.minutes:
+            print(f"  [{preset} {backend}] stopped after {args.minutes:g} minutes ({n - 1}/{len(todo)}); "
+                  "run again to go on", flush=True)
+            return None
         got = measure_in_fresh_process(spec, target, memory=False)
         row = {"kind": kind, "key": network_key(spec), "i": i, "arch": spec.short(),
                "flops_m": count_flops(spec) / 1e6, "timing": got["timing"], "date": time.strftime("%F %T")}
@@ -228,7 +232,10 @@ def main() -> int:
     ap.add_argument("--doc", type=Path, default=None,
                     help="rewrite the table in this file (docs/latency.md) from every complete run of the default list")
     ap.add_argument("--report", action="store_true", help="measure nothing: print (and --doc) what was measured")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="stop starting new measurements after this many minutes (a quiet window; rerun to go on)")
     args = ap.parse_args()
+    args.started = time.time()
     runs = []
     for item in args.runs:
         preset, _, backend = item.partition(":")
@@ -241,7 +248,7 @@ def main() -> int:
     for preset, backend in runs:
         views = evaluate(preset, backend, args, measure=not args.report)
         if views is None:
-            print(f"{preset} {backend}: not measured yet (run: python benchmarks/latency.py --runs {preset}:{backend})")
+            print(f"{preset} {backend}: not complete yet (run: python benchmarks/latency.py --runs {preset}:{backend})")
             continue
         shown += views
         print("\n".join(line(r) for r in views), flush=True)
