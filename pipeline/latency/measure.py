@@ -1,11 +1,12 @@
-"""Latency measurement: medians after warm-up, runs of the networks interleaved.
+"""Latency measurement: fastest calls and medians after warm-up, runs of the networks interleaved.
 
 A network is timed in ``RUNS`` runs; a run is ``warmup`` untimed forwards (the processor's caches
 warm again after whatever ran before) and then timed forwards (at least ``repeats / RUNS`` of
 them and ``min_seconds / RUNS`` seconds). Several networks measured together take turns run by
 run, the order rotating from round to round, so a change of the machine's load hits them all
-alike instead of biasing whichever ran at that moment; a network's latency is the median of its
-runs' medians (and of their fastest calls), so a run that a burst of other work hit is outvoted.
+alike instead of biasing whichever ran at that moment. A network's fastest call is the fastest of
+all its runs (a burst of other work only slows calls down), its median the median of its runs'
+medians, so a run that a burst hit is outvoted.
 
 A turn is a whole run because a network timed right after others is not the network a user
 deploys: interleaving single forwards (or short bursts of 3 untimed + 5 timed) made the demo
@@ -94,9 +95,10 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
     ``warmup`` untimed calls, then timed calls until there are ``ceil(repeats / RUNS)`` of them
     and they took ``min_seconds / RUNS`` (at most ``max_calls``): a fast network is timed over a
     window long enough that a burst of other work moves its median little. The result holds the
-    median over runs of each run's median, spread and fastest call; ``rounds`` counts timed calls.
+    median over runs of each run's median and spread, the fastest call of all runs (``join_runs``);
+    ``rounds`` counts timed calls.
     ``n_runs`` < ``RUNS`` times part of a measurement (the predictor's calibration spreads a
-    network's runs over passes, ``median_of_runs`` joins them)."""
+    network's runs over passes, ``join_runs`` joins them)."""
     keys = list(runs)
     per_run, seconds = max(1, math.ceil(repeats / RUNS)), min_seconds / RUNS
     measured: dict[K, list[Timing]] = {k: [] for k in keys}
@@ -114,7 +116,7 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
             measured[k].append(timing(wall, cpu))
         if progress is not None:
             progress(r + 1, n_runs)
-    return {k: median_of_runs(measured[k]) for k in keys}
+    return {k: join_runs(measured[k]) for k in keys}
 
 
 def warm_up(run: Run, calls: int, seconds: float = WARM_SECONDS) -> None:
@@ -128,13 +130,19 @@ def warm_up(run: Run, calls: int, seconds: float = WARM_SECONDS) -> None:
         run()   # untimed: the caches the other networks' runs evicted warm again
 
 
-def median_of_runs(runs: list[Timing]) -> Timing:
-    """One network's runs as one ``Timing``: each field the median over the runs, calls summed."""
+def join_runs(runs: list[Timing]) -> Timing:
+    """One network's runs as one ``Timing``, calls summed: the median over the runs of their medians
+    and spreads (a run that a burst of load hit is outvoted), and the fastest of their fastest
+    calls (the fastest call of the measurement: a burst only slows calls down, so the least
+    disturbed run's is the one that stands for the network)."""
     def mid(field: str) -> float:
         return statistics.median(getattr(t, field) for t in runs)
 
+    def least(field: str) -> float:
+        return min(getattr(t, field) for t in runs)
+
     return Timing(mid("ms"), mid("spread"), sum(t.rounds for t in runs), mid("cpu_ms"), mid("cpu_spread"),
-                  mid("min_ms"), mid("cpu_min_ms"))
+                  least("min_ms"), least("cpu_min_ms"))
 
 
 def example_input(spec: ArchSpec, batch: int) -> torch.Tensor:

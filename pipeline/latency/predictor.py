@@ -192,7 +192,7 @@ class LatencyPredictor:
         and of 0.94 of the held-out networks (docs/latency.md). After each pass a third of the
         whole networks (``whole_networks``) is measured, each in a fresh process."""
         from pipeline.latency import fresh
-        from pipeline.latency.measure import RUNS, Timing, measure_latency, median_of_runs
+        from pipeline.latency.measure import RUNS, Timing, join_runs, measure_latency
 
         cache = cache or MeasurementCache(target)
         groups = calibration_groups(space)
@@ -217,7 +217,7 @@ class LatencyPredictor:
                 if progress is not None:
                     progress(done, total)
         if runs:
-            cache.put({spec: median_of_runs(timings) for spec, timings in runs.items()})
+            cache.put({spec: join_runs(timings) for spec, timings in runs.items()})
         if progress is not None and not (missing or missing_whole):
             progress(total, total)
         measured = [(spec, target.latency(cache.get(spec))) for group in groups for spec in group]
