@@ -124,6 +124,16 @@ def test_the_default_statistic_is_the_fastest_call_on_cpu_and_the_median_on_cuda
     assert parse_config([])["latency"]["statistic"] == "auto"
 
 
+def test_a_calibration_run_of_a_slow_network_stops_after_three_timed_calls():
+    """run_seconds cuts a run's timed calls short (at least 3); without it, repeats / RUNS are timed."""
+    calls = []
+    slow = {0: lambda: calls.append(time.sleep(0.05))}
+    (t,) = time_interleaved(slow, warmup=0, repeats=30, run_seconds=0.1, n_runs=1).values()
+    assert t.rounds == 3 == len(calls)
+    (t,) = time_interleaved(slow, warmup=0, repeats=30, n_runs=1).values()
+    assert t.rounds == 10
+
+
 def test_warm_up_stops_after_half_a_second_of_slow_calls():
     """A 224 px forward takes 0.2-1 s on one core: two untimed calls warm the caches; fast calls get all five."""
     from pipeline.latency.measure import MIN_WARM_CALLS, warm_up
@@ -256,7 +266,7 @@ def _additive(monkeypatch) -> dict[str, int]:
         ms = sum(cost(p) for p in parts(spec)) * target.batch
         return Timing(ms, 0.0, 1, ms, 0.0, ms, ms)
 
-    def fake(specs, target, progress=None, n_runs=RUNS):
+    def fake(specs, target, progress=None, n_runs=RUNS, run_seconds=None):
         counter["networks"] += Fraction(len(specs) * n_runs, RUNS)   # a network counts once all its runs are in
         return {k: additive(spec, target) for k, spec in specs.items()}
 
@@ -330,7 +340,7 @@ def test_calibration_spreads_a_networks_runs_over_passes(monkeypatch, tmp_path):
     groups = calibration_groups(SearchSpace.load("demo"))
     first = {network_key(g[0]): i for i, g in enumerate(groups)}
 
-    def fake(specs, target, progress=None, n_runs=RUNS):
+    def fake(specs, target, progress=None, n_runs=RUNS, run_seconds=None):
         order = list(specs)
         group = next(first[network_key(s)] for s in order if network_key(s) in first)
         calls.append((group, n_runs))

@@ -43,6 +43,7 @@ CLOCKS = ("wall", "cpu")
 RUNS = 3   # runs per network: the median of three outvotes one that a burst of load hit
 WARM_SECONDS = 0.5   # untimed calls stop once they took this long ...
 MIN_WARM_CALLS = 2   # ... and there were at least this many (or ``warmup``, if fewer)
+MIN_TIMED_CALLS = 3  # the fewest timed calls of a run cut short by ``run_seconds``
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def timing(wall: list[float], cpu: list[float]) -> Timing:
 
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                      progress: Optional[Callable[[int, int], None]] = None, min_seconds: float = 0.0,
-                     max_calls: int = 2000, n_runs: int = RUNS) -> dict[K, Timing]:
+                     max_calls: int = 2000, n_runs: int = RUNS,
+                     run_seconds: Optional[float] = None) -> dict[K, Timing]:
     """Time each network in ``RUNS`` runs, one run of each per round (order rotating). A run is
     ``warmup`` untimed calls, then timed calls until there are ``ceil(repeats / RUNS)`` of them
     and they took ``min_seconds / RUNS`` (at most ``max_calls``): a fast network is timed over a
@@ -98,7 +100,9 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
     median over runs of each run's median and spread, the fastest call of all runs (``join_runs``);
     ``rounds`` counts timed calls.
     ``n_runs`` < ``RUNS`` times part of a measurement (the predictor's calibration spreads a
-    network's runs over passes, ``join_runs`` joins them)."""
+    network's runs over passes, ``join_runs`` joins them). ``run_seconds``: a run's timed calls
+    stop early, after at least ``MIN_TIMED_CALLS``, once they took that long (the calibration's
+    slow 224 px networks: their fastest call is the least of 3 runs' anyway)."""
     keys = list(runs)
     per_run, seconds = max(1, math.ceil(repeats / RUNS)), min_seconds / RUNS
     measured: dict[K, list[Timing]] = {k: [] for k in keys}
@@ -109,6 +113,8 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
             wall: list[float] = []
             cpu: list[float] = []
             while len(wall) < per_run or (sum(wall) < seconds and len(wall) < max_calls):
+                if run_seconds is not None and len(wall) >= MIN_TIMED_CALLS and sum(wall) >= run_seconds:
+                    break
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runs[k]()
                 wall.append(time.perf_counter() - start)
@@ -159,10 +165,11 @@ def build_runner(spec: ArchSpec, target: Target) -> Run:
 
 
 def measure_latency(specs: Mapping[K, ArchSpec], target: Target,
-                    progress: Optional[Callable[[int, int], None]] = None, n_runs: int = RUNS) -> dict[K, Timing]:
+                    progress: Optional[Callable[[int, int], None]] = None, n_runs: int = RUNS,
+                    run_seconds: Optional[float] = None) -> dict[K, Timing]:
     """Latency of each spec's network on ``target``, measured interleaved in this process
-    (``n_runs`` of its ``RUNS`` runs: see ``time_interleaved``)."""
+    (``n_runs`` of its ``RUNS`` runs, ``run_seconds``: see ``time_interleaved``)."""
     runs = {k: build_runner(s, target) for k, s in specs.items()}
     with pinned(target):
         return time_interleaved(runs, target.warmup, target.repeats, progress, min_seconds=target.min_seconds,
-                                n_runs=n_runs)
+                                n_runs=n_runs, run_seconds=run_seconds)

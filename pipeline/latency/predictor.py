@@ -90,6 +90,7 @@ def calibration_groups(space: SearchSpace) -> list[list[ArchSpec]]:
 
 
 WHOLE_NETWORKS = 6   # random networks measured whole, each in a fresh process, per calibration
+CALIBRATION_RUN_SECONDS = 1.0   # a block network's run: timed calls stop (after 3) once they took this long
 
 
 def whole_networks(space: SearchSpace, n: int = WHOLE_NETWORKS) -> list[ArchSpec]:
@@ -205,7 +206,8 @@ class LatencyPredictor:
         for p in range(RUNS if missing or missing_whole else 0):
             for group in missing:
                 order = group[p % len(group):] + group[:p % len(group)]
-                for spec, timing in measure_latency({s: s for s in order}, target, n_runs=1).items():
+                for spec, timing in measure_latency({s: s for s in order}, target, n_runs=1,
+                                                    run_seconds=CALIBRATION_RUN_SECONDS).items():
                     runs.setdefault(spec, []).append(timing)
                 done += len(group)
                 if progress is not None:
