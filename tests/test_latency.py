@@ -29,8 +29,8 @@ from pipeline.latency.cache import FORMAT, MeasurementCache, network_key
 from pipeline.latency.costs import DeviceCosts
 from pipeline.latency.measure import RUNS, Timing, time_interleaved
 from pipeline.latency.memory import LiveTensorMemory, peak_memory_mb
-from pipeline.latency.predictor import (WHOLE_NETWORKS, Correction, LatencyPredictor, calibration_groups, parts,
-                                        whole_networks)
+from pipeline.latency.predictor import (CALIBRATION_MIN_SECONDS, CALIBRATION_RUN_SECONDS, WHOLE_NETWORKS, Correction,
+                                        LatencyPredictor, calibration_groups, parts, whole_networks)
 from pipeline.latency.target import Target
 from pipeline.models import build_model, count_params
 from pipeline.search.objective import Objective, fronts, knee
@@ -333,27 +333,37 @@ def test_a_whole_network_disturbed_by_load_does_not_move_the_correction():
 
 
 def test_calibration_spreads_a_networks_runs_over_passes(monkeypatch, tmp_path):
-    """Each group is timed one run per pass, every group in a pass before any in the next (a
-    network's runs lie a pass apart), its order rotating; the cached timing is the median of runs
-    (and the fastest of their fastest calls)."""
-    calls: list[tuple[int, int]] = []
-    groups = calibration_groups(SearchSpace.load("demo"))
-    first = {network_key(g[0]): i for i, g in enumerate(groups)}
+    """Every block network is timed once per pass, every one in a pass before any in the next (a
+    network's runs lie a pass apart), the widths' groups interleaved and the order rotating; the
+    whole networks are measured in fresh processes among each pass's networks; the cached
+    timing is the median of the runs."""
+    space = SearchSpace.load("demo")
+    groups = calibration_groups(space)
+    group_of = {network_key(s): i for i, g in enumerate(groups) for s in g}
+    events: list[tuple[str, str]] = []
 
     def fake(specs, target, progress=None, n_runs=RUNS, run_seconds=None):
-        order = list(specs)
-        group = next(first[network_key(s)] for s in order if network_key(s) in first)
-        calls.append((group, n_runs))
-        done = len([c for c in calls if c[0] == group])   # the second pass of every group is disturbed
-        fastest = {1: 1.2, 2: 10.0, 3: 0.9}[done]
-        return {k: Timing(10.0 if done == 2 else 1.0, 0.0, 1, 1.0, 0.0, fastest, fastest) for k in order}
+        assert n_runs == 1 and run_seconds == CALIBRATION_RUN_SECONDS and target.min_seconds == CALIBRATION_MIN_SECONDS
+        (spec,) = specs.values()
+        events.append(("block", network_key(spec)))
+        done = sum(1 for e in events if e == ("block", network_key(spec)))   # this network's run 1, 2 or 3
+        fastest = {1: 1.2, 2: 10.0, 3: 0.9}[done]   # the second run of every network is disturbed
+        return {k: Timing(10.0 if done == 2 else 1.0, 0.0, 1, 1.0, 0.0, fastest, fastest) for k in specs}
 
     monkeypatch.setattr(measure_module, "measure_latency", fake)
-    _fresh_as(monkeypatch, lambda spec, target: Timing(1.0, 0.0, 1, 1.0, 0.0, 1.0, 1.0))
+    _fresh_as(monkeypatch, lambda spec, target: events.append(("whole", network_key(spec))) or
+              Timing(1.0, 0.0, 1, 1.0, 0.0, 1.0, 1.0))
     cache = MeasurementCache(FAST, tmp_path)
-    LatencyPredictor.calibrate(SearchSpace.load("demo"), FAST, cache)
-    assert calls == [(g, 1) for _ in range(RUNS) for g in range(len(groups))]
-    assert all(cache.get(s).ms == 1.0 and cache.get(s).min_ms == 0.9 for g in groups for s in g)
+    LatencyPredictor.calibrate(space, FAST, cache)
+    blocks = [k for kind, k in events if kind == "block"]
+    n = sum(len(g) for g in groups)
+    passes = [blocks[i * n:(i + 1) * n] for i in range(RUNS)]
+    assert len(blocks) == RUNS * n and all(set(p) == set(group_of) for p in passes)
+    assert all(group_of[a] != group_of[b] for a, b in zip(passes[0], passes[0][1:]))   # widths take turns
+    assert passes[1] == passes[0][1:] + passes[0][:1]                                  # rotated a step
+    wholes = [i for i, (kind, _) in enumerate(events) if kind == "whole"]
+    assert len(wholes) == WHOLE_NETWORKS and 0 < wholes[0] and wholes[-1] < len(events) - 1
+    assert all(cache.get(s).ms == 1.0 and cache.get(s).min_ms == 1.2 for g in groups for s in g)
 
 
 def test_calibration_is_cached_per_target(monkeypatch, tmp_path):
@@ -388,7 +398,9 @@ def test_real_calibration_runs_and_is_reused(monkeypatch, tmp_path):
     # the whole networks in the calling process, not in fresh ones (each a new interpreter: slow here)
     _fresh_as(monkeypatch, lambda spec, target: measure_module.measure_latency({0: spec}, target)[0])
     first = LatencyPredictor.calibrate(space, FAST, MeasurementCache(FAST, tmp_path))
-    assert len(first.parts) == 3 + 3 * 2 * 3 and all(v == v for v in first.parts.values())
+    # per width: a rest, a block part per head count, an MLP part per ratio (the smallest's 0)
+    assert len(first.parts) == 3 * (1 + 2 + 3) and all(v == v for v in first.parts.values())
+    assert all(v == 0 for k, v in first.parts.items() if k.startswith("mlp") and k.endswith(" M2"))
     assert 0.3 < first.correction.scale < 3
     monkeypatch.setattr(measure_module, "measure_latency", lambda *a, **k: pytest.fail("measured again"))
     assert LatencyPredictor.calibrate(space, FAST, MeasurementCache(FAST, tmp_path)).parts == first.parts

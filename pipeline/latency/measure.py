@@ -4,9 +4,8 @@ A network is timed in ``RUNS`` runs; a run is ``warmup`` untimed forwards (the p
 warm again after whatever ran before) and then timed forwards (at least ``repeats / RUNS`` of
 them and ``min_seconds / RUNS`` seconds). Several networks measured together take turns run by
 run, the order rotating from round to round, so a change of the machine's load hits them all
-alike instead of biasing whichever ran at that moment. A network's fastest call is the fastest of
-all its runs (a burst of other work only slows calls down), its median the median of its runs'
-medians, so a run that a burst hit is outvoted.
+alike instead of biasing whichever ran at that moment. A network's latency is the median over
+its runs of each run's fastest call (or median call), so a run that a burst hit is outvoted.
 
 A turn is a whole run because a network timed right after others is not the network a user
 deploys: interleaving single forwards (or short bursts of 3 untimed + 5 timed) made the demo
@@ -97,8 +96,8 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
     ``warmup`` untimed calls, then timed calls until there are ``ceil(repeats / RUNS)`` of them
     and they took ``min_seconds / RUNS`` (at most ``max_calls``): a fast network is timed over a
     window long enough that a burst of other work moves its median little. The result holds the
-    median over runs of each run's median and spread, the fastest call of all runs (``join_runs``);
-    ``rounds`` counts timed calls.
+    median over runs of each run's fastest call, median and spread (``join_runs``); ``rounds``
+    counts timed calls.
     ``n_runs`` < ``RUNS`` times part of a measurement (the predictor's calibration spreads a
     network's runs over passes, ``join_runs`` joins them). ``run_seconds``: a run's timed calls
     stop early, after at least ``MIN_TIMED_CALLS``, once they took that long (the calibration's
@@ -137,18 +136,17 @@ def warm_up(run: Run, calls: int, seconds: float = WARM_SECONDS) -> None:
 
 
 def join_runs(runs: list[Timing]) -> Timing:
-    """One network's runs as one ``Timing``, calls summed: the median over the runs of their medians
-    and spreads (a run that a burst of load hit is outvoted), and the fastest of their fastest
-    calls (the fastest call of the measurement: a burst only slows calls down, so the least
-    disturbed run's is the one that stands for the network)."""
+    """One network's runs as one ``Timing``, calls summed: each field the median over the runs
+    (each run's fastest call, median and spread), so a run that a burst of load hit is outvoted,
+    and one that caught the machine unusually quiet too. (The fastest of all runs would stand
+    for the quietest moment of the calibration, minutes long, while a fresh process's three
+    runs lie seconds apart: on this shared machine that made the calibration 15% faster than
+    fresh processes, by amounts that changed from network to network.)"""
     def mid(field: str) -> float:
         return statistics.median(getattr(t, field) for t in runs)
 
-    def least(field: str) -> float:
-        return min(getattr(t, field) for t in runs)
-
     return Timing(mid("ms"), mid("spread"), sum(t.rounds for t in runs), mid("cpu_ms"), mid("cpu_spread"),
-                  least("min_ms"), least("cpu_min_ms"))
+                  mid("min_ms"), mid("cpu_min_ms"))
 
 
 def example_input(spec: ArchSpec, batch: int) -> torch.Tensor:
