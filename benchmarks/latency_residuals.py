@@ -102,7 +102,7 @@ def main() -> int:
         if len(values) <= 6:
             for v in values:
                 print(f"  {name} = {v:g}".ljust(28) + describe([e for e, f in zip(err, feats) if f[name] == v]))
-    names = list(feats[0])
+    names = [n for n in feats[0] if n != "flops_g"]   # FLOPs: a function of the others (collinear)
     x = np.array([[f[n] for n in names] for f in feats], dtype=float)
     x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
     coef, *_ = np.linalg.lstsq(np.c_[np.ones(len(x)), x], np.array(err), rcond=None)
@@ -124,7 +124,7 @@ def main() -> int:
         from_fresh = LatencyPredictor.fit(target, args.preset, [(s, fresh_cal[network_key(s)]) for s in calibration])
         print(f"  parts fitted on fresh-process calibration  {within10([from_fresh.predict(s) for s in specs], meas):.2f}")
     oracle = statistics.median(m / p for p, m in zip(pred_raw, meas))
-    print(f"  part sum x the held-out's own median ratio {oracle:.3f} (an upper bound for a scale) "
+    print(f"  part sum x the held-out's own median ratio {oracle:.3f} (fitted on the held-out networks) "
           f"{within10([oracle * p for p in pred_raw], meas):.2f}")
     noise = [latency(r["timing"]) for r in rows if r["kind"] == "noise"]
     if noise:
