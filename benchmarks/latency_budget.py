@@ -198,9 +198,9 @@ def main() -> int:
 
         for _ in range(args.remeasure - len(have.get(reference["key"], []))):
             measure(reference, "reference")
-    reference_ms = fresh_ms(reference)
+    reference_ms, reference_how = fresh_ms(reference), "measured"
     if math.isnan(reference_ms):   # not measured yet: the predictor stands in, said so in the output
-        reference_ms = latency[reference["key"]]
+        reference_ms, reference_how = latency[reference["key"]], "predicted: not measured yet"
         print("the reference network is not measured yet (--measure); its predicted latency stands in")
     chosen = {b: picks(nets, latency, score, b, reference, reference_ms) for b in budgets}
     if args.measure:
@@ -222,7 +222,7 @@ def main() -> int:
                          "fits": bool(ms <= b) if not math.isnan(ms) else None,
                          "regret": chosen[b]["best"]["top1"] - n["top1"]})
     summary = {"proxy": proxy, "file": path.name, "networks": len(nets), "reference": reference["spec"].short(),
-               "reference_flops_m": reference["flops"], "reference_ms": reference_ms,
+               "reference_flops_m": reference["flops"], "reference_ms": reference_ms, "reference_how": reference_how,
                "device": device_name("cpu"), "rows": rows}
     atomic_write_text(args.results / "summary.json", json.dumps(summary, indent=1))
     text = table(summary)
@@ -244,7 +244,7 @@ def table(summary: dict) -> str:
              f"latency predicted on {summary['device']} (eager, batch 1, 1 thread, fastest call), each pick "
              f"measured in fresh processes (median of 3). Search proxy: {summary['proxy']}. FLOPs rule: "
              f"reference {summary['reference']} ({summary['reference_flops_m']:.0f} MFLOPs, "
-             f"{summary['reference_ms']:.1f} ms measured). `python benchmarks/latency_budget.py`.", "",
+             f"{summary['reference_ms']:.1f} ms {summary['reference_how']}). `python benchmarks/latency_budget.py`.", "",
              "| budget (percentile) | arm | top-1 | regret | picked | MFLOPs | params (M) | predicted ms | measured ms | within budget |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
