@@ -24,9 +24,9 @@ row for the default statistic and one for the median call.
 
 Resumable: every measurement is appended to ``--results/<preset>_<backend>.jsonl`` as it
 finishes and the calibration is cached in ``--results/cache`` (a rerun measures only what is
-missing). Timing needs a quiet machine; on the shared box run one preset per quiet window:
+missing). Timing needs a quiet machine: run one preset at a time, nothing else running:
 
-    /work/wt/quiet.sh python benchmarks/latency.py --runs autoformer_small:eager
+    python benchmarks/latency.py --runs autoformer_small:eager
 
 ``--doc docs/latency.md`` rewrites the table between its markers from every run whose
 measurements are complete (``--report`` alone: no measuring). ``--fresh-calibration`` also

@@ -18,7 +18,7 @@ latency budgets, the percentiles ``--budgets`` of those latencies (default: the 
 * ``best``: the most accurate network of the file whose predicted latency fits (the oracle).
 
 Every pick, and the reference, is then measured ``--remeasure`` times, each in a fresh process
-(under the quiet lock: ``/work/wt/quiet.sh python benchmarks/latency_budget.py --measure``); the
+(``python benchmarks/latency_budget.py --measure``, on an otherwise idle machine); the
 table gives the median of those and whether it is over the budget.
 
 The proxy (``--proxy``): ``log_flops_kernel`` (default) is ``log FLOPs + w x kernel`` with the
@@ -30,7 +30,7 @@ score cached in ``--results/scores_<proxy>.csv`` (resumable; ViNTK proxies take 
 AutoFormer-T network on one core).
 
     python benchmarks/latency_budget.py                       # predicted latencies, the table
-    /work/wt/quiet.sh python benchmarks/latency_budget.py --measure   # + fresh-process re-measures
+    python benchmarks/latency_budget.py --measure   # + fresh-process re-measures
     python benchmarks/latency_budget.py --doc docs/latency.md --plot docs/img/latency_budget.png
 """
 from __future__ import annotations
