@@ -1,9 +1,11 @@
 """The predictor's measurements on disk, one file per target, in the user's cache folder.
 
 A file holds the measured latency of every calibration network measured on one target (device
-fingerprint, backend and its version, batch, threads, torch version; ``Target.cache_key``), so a
-second search of the same space on the same machine measures nothing, and a change of any of
-those starts a new file. The folder is ``$XDG_CACHE_HOME/pipeline/latency`` (by default
+fingerprint, backend and its version, batch, threads, torch version; ``Target.cache_key``): the
+block networks, timed together in the calibrating process, and the whole networks, each timed in
+a fresh process (kept apart: the same network measures differently in the two). A second search
+of the same space on the same machine measures nothing, and a change of any of those starts a
+new file. The folder is ``$XDG_CACHE_HOME/pipeline/latency`` (by default
 ``~/.cache/pipeline/latency``); deleting a file re-calibrates.
 
 Writes merge with what is on disk under a lock and replace the file atomically, so two searches
@@ -23,7 +25,10 @@ from pipeline.latency.target import Target
 from pipeline.space.spec import ArchSpec
 from pipeline.utils.io import atomic_write_text
 
-FORMAT = 4   # 2: both clocks per network; 3: warm bursts of calls; 4: steady allocator, whole runs interleaved (in passes)
+# 2: both clocks per network; 3: warm bursts of calls; 4: steady allocator, whole runs interleaved (in passes);
+# 5: warm-up capped by time, whole networks measured in fresh processes
+FORMAT = 5
+KINDS = ("networks", "fresh")   # timed in the calibrating process; timed each in a fresh process
 
 
 def cache_dir() -> Path:
@@ -38,38 +43,44 @@ def network_key(spec: ArchSpec) -> str:
 
 
 class MeasurementCache:
-    """Measured latencies (``Timing``: both clocks) of networks on one target."""
+    """Measured latencies (``Timing``: both clocks) of networks on one target; ``fresh=True``: the
+    networks measured each in a fresh process."""
 
     def __init__(self, target: Target, folder: Optional[Path] = None) -> None:
         self.target = target
         self.key = target.cache_key()
         self.path = Path(folder or cache_dir()) / f"{target.cache_name()}.json"
-        self.networks: dict[str, dict] = self._read()
+        self.entries: dict[str, dict[str, dict]] = self._read()
 
-    def _read(self) -> dict[str, dict]:
+    @property
+    def networks(self) -> dict[str, dict]:
+        return self.entries["networks"]
+
+    def _read(self) -> dict[str, dict[str, dict]]:
+        empty = {kind: {} for kind in KINDS}
         if not self.path.is_file():
-            return {}
+            return empty
         try:
             data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
-            return {}   # unreadable: measured again, then replaced
+            return empty   # unreadable: measured again, then replaced
         if data.get("format") != FORMAT or data.get("target") != self.key:
-            return {}
-        return dict(data.get("networks") or {})
+            return empty
+        return {kind: dict(data.get(kind) or {}) for kind in KINDS}
 
-    def get(self, spec: ArchSpec) -> Optional[Timing]:
-        entry = self.networks.get(network_key(spec))
+    def get(self, spec: ArchSpec, fresh: bool = False) -> Optional[Timing]:
+        entry = self.entries["fresh" if fresh else "networks"].get(network_key(spec))
         return None if entry is None else Timing.from_dict(entry)
 
-    def put(self, timings: Mapping[ArchSpec, Timing]) -> None:
+    def put(self, timings: Mapping[ArchSpec, Timing], fresh: bool = False) -> None:
         """Add measurements (and keep those another process added since this one read the file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            self.networks = {**self._read(), **self.networks}
+            disk = self._read()
+            self.entries = {kind: {**disk[kind], **self.entries[kind]} for kind in KINDS}
             for spec, t in timings.items():
-                self.networks[network_key(spec)] = t.to_dict()
-            atomic_write_text(self.path, json.dumps({"format": FORMAT, "target": self.key,
-                                                     "networks": self.networks}, indent=0))
+                self.entries["fresh" if fresh else "networks"][network_key(spec)] = t.to_dict()
+            atomic_write_text(self.path, json.dumps({"format": FORMAT, "target": self.key, **self.entries}, indent=0))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -62,7 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"])
     ap.add_argument("--min-seconds", type=float, default=1.0)
-    ap.add_argument("--statistic", default="median", choices=["median", "min"])
+    ap.add_argument("--statistic", default="auto", choices=["auto", "min", "median"],
+                    help="auto: min on cpu, median on cuda")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory count")
     args = ap.parse_args(argv)
     from pipeline.latency.measure import measure_latency

@@ -1,11 +1,11 @@
-"""Latency measurement: medians after warm-up, runs of the networks interleaved.
+"""Latency measurement: fastest calls and medians after warm-up, runs of the networks interleaved.
 
 A network is timed in ``RUNS`` runs; a run is ``warmup`` untimed forwards (the processor's caches
 warm again after whatever ran before) and then timed forwards (at least ``repeats / RUNS`` of
 them and ``min_seconds / RUNS`` seconds). Several networks measured together take turns run by
 run, the order rotating from round to round, so a change of the machine's load hits them all
-alike instead of biasing whichever ran at that moment; a network's latency is the median of its
-runs' medians (and of their fastest calls), so a run that a burst of other work hit is outvoted.
+alike instead of biasing whichever ran at that moment. A network's latency is the median over
+its runs of each run's fastest call (or median call), so a run that a burst hit is outvoted.
 
 A turn is a whole run because a network timed right after others is not the network a user
 deploys: interleaving single forwards (or short bursts of 3 untimed + 5 timed) made the demo
@@ -40,6 +40,9 @@ K = TypeVar("K", bound=Hashable)
 
 CLOCKS = ("wall", "cpu")
 RUNS = 3   # runs per network: the median of three outvotes one that a burst of load hit
+WARM_SECONDS = 0.5   # untimed calls stop once they took this long ...
+MIN_WARM_CALLS = 2   # ... and there were at least this many (or ``warmup``, if fewer)
+MIN_TIMED_CALLS = 3  # the fewest timed calls of a run cut short by ``run_seconds``
 
 
 @dataclass(frozen=True)
@@ -87,25 +90,30 @@ def timing(wall: list[float], cpu: list[float]) -> Timing:
 
 def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
                      progress: Optional[Callable[[int, int], None]] = None, min_seconds: float = 0.0,
-                     max_calls: int = 2000, n_runs: int = RUNS) -> dict[K, Timing]:
+                     max_calls: int = 2000, n_runs: int = RUNS,
+                     run_seconds: Optional[float] = None) -> dict[K, Timing]:
     """Time each network in ``RUNS`` runs, one run of each per round (order rotating). A run is
     ``warmup`` untimed calls, then timed calls until there are ``ceil(repeats / RUNS)`` of them
     and they took ``min_seconds / RUNS`` (at most ``max_calls``): a fast network is timed over a
     window long enough that a burst of other work moves its median little. The result holds the
-    median over runs of each run's median, spread and fastest call; ``rounds`` counts timed calls.
+    median over runs of each run's fastest call, median and spread (``join_runs``); ``rounds``
+    counts timed calls.
     ``n_runs`` < ``RUNS`` times part of a measurement (the predictor's calibration spreads a
-    network's runs over passes, ``median_of_runs`` joins them)."""
+    network's runs over passes, ``join_runs`` joins them). ``run_seconds``: a run's timed calls
+    stop early, after at least ``MIN_TIMED_CALLS``, once they took that long (the calibration's
+    slow 224 px networks: their fastest call is the least of 3 runs' anyway)."""
     keys = list(runs)
     per_run, seconds = max(1, math.ceil(repeats / RUNS)), min_seconds / RUNS
     measured: dict[K, list[Timing]] = {k: [] for k in keys}
     for r in range(n_runs if keys else 0):
         shift = r % len(keys)
         for k in keys[shift:] + keys[:shift]:
-            for _ in range(warmup if r == 0 or len(keys) > 1 else 0):
-                runs[k]()   # untimed: the caches the other networks' runs evicted warm again
+            warm_up(runs[k], warmup if r == 0 or len(keys) > 1 else 0)
             wall: list[float] = []
             cpu: list[float] = []
             while len(wall) < per_run or (sum(wall) < seconds and len(wall) < max_calls):
+                if run_seconds is not None and len(wall) >= MIN_TIMED_CALLS and sum(wall) >= run_seconds:
+                    break
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runs[k]()
                 wall.append(time.perf_counter() - start)
@@ -113,11 +121,27 @@ def time_interleaved(runs: Mapping[K, Run], warmup: int, repeats: int,
             measured[k].append(timing(wall, cpu))
         if progress is not None:
             progress(r + 1, n_runs)
-    return {k: median_of_runs(measured[k]) for k in keys}
+    return {k: join_runs(measured[k]) for k in keys}
 
 
-def median_of_runs(runs: list[Timing]) -> Timing:
-    """One network's runs as one ``Timing``: each field the median over the runs, calls summed."""
+def warm_up(run: Run, calls: int, seconds: float = WARM_SECONDS) -> None:
+    """Untimed calls before a run: ``calls`` of them, or fewer (at least ``MIN_WARM_CALLS``) once
+    they took ``seconds``. One forward of a 224 px network (0.2-1 s on one core) already streams
+    all its weights through the caches; five of them were most of AutoFormer-S's calibration time."""
+    start = time.perf_counter()
+    for i in range(calls):
+        if i >= MIN_WARM_CALLS and time.perf_counter() - start >= seconds:
+            break
+        run()   # untimed: the caches the other networks' runs evicted warm again
+
+
+def join_runs(runs: list[Timing]) -> Timing:
+    """One network's runs as one ``Timing``, calls summed: each field the median over the runs
+    (each run's fastest call, median and spread), so a run that a burst of load hit is outvoted,
+    and one that caught the machine unusually quiet too. (The fastest of all runs would stand
+    for the quietest moment of the calibration, minutes long, while a fresh process's three
+    runs lie seconds apart: on this shared machine that made the calibration 15% faster than
+    fresh processes, by amounts that changed from network to network.)"""
     def mid(field: str) -> float:
         return statistics.median(getattr(t, field) for t in runs)
 
@@ -139,10 +163,11 @@ def build_runner(spec: ArchSpec, target: Target) -> Run:
 
 
 def measure_latency(specs: Mapping[K, ArchSpec], target: Target,
-                    progress: Optional[Callable[[int, int], None]] = None, n_runs: int = RUNS) -> dict[K, Timing]:
+                    progress: Optional[Callable[[int, int], None]] = None, n_runs: int = RUNS,
+                    run_seconds: Optional[float] = None) -> dict[K, Timing]:
     """Latency of each spec's network on ``target``, measured interleaved in this process
-    (``n_runs`` of its ``RUNS`` runs: see ``time_interleaved``)."""
+    (``n_runs`` of its ``RUNS`` runs, ``run_seconds``: see ``time_interleaved``)."""
     runs = {k: build_runner(s, target) for k, s in specs.items()}
     with pinned(target):
         return time_interleaved(runs, target.warmup, target.repeats, progress, min_seconds=target.min_seconds,
-                                n_runs=n_runs)
+                                n_runs=n_runs, run_seconds=run_seconds)

@@ -37,11 +37,13 @@ class LatencySettings:
         threads: CPU threads of torch / ONNX Runtime while measuring (pinned).
         cores: CPU cores the measuring process is pinned to (null: any core).
         warmup: untimed forwards before timing.
-        repeats: timed forwards, in 3 runs; the median over runs of each run's median is the latency.
+        repeats: timed forwards, in 3 runs; the latency is the median over runs of each run's
+            statistic (its fastest call, or its median).
         min_seconds: more timed forwards than repeats, until they took this long (fast networks
             are then timed over a window in which a burst of other work moves the median little).
-        statistic: median (of the timed forwards) or min (the fastest: the least disturbed by
-            other work; docs/latency.md compares them on a shared machine).
+        statistic: auto (min on a CPU, median on a GPU), min (the fastest timed forward: the
+            same work without other processes' interference; it repeats on a shared machine,
+            docs/latency.md) or median (of the timed forwards).
         clock: wall (the wall clock: what a user of a dedicated device waits) or cpu (the
             process's CPU time: on a machine shared with other jobs it leaves out the time the
             scheduler gives them; with one thread it equals an idle machine's wall time).
@@ -57,7 +59,7 @@ class LatencySettings:
     warmup: NonNegativeInt = 5
     repeats: PositiveInt = 20
     min_seconds: NonNegativeFloat = 1.0
-    statistic: Literal["median", "min"] = "median"
+    statistic: Literal["auto", "min", "median"] = "auto"
     clock: Literal["wall", "cpu"] = "wall"
 
 
