@@ -70,9 +70,13 @@ def probe_source(name: str) -> str:
 
 
 # Presets whose random networks are those of a dev file, already scored by study_features.py with the
-# same features (OoD-ViT-NAS sampled its 1,001 AutoFormer-S networks uniformly from the space): the
-# preset -> that file's features. Scoring 200 more AutoFormer-S networks would cost ~2 CPU-hours here.
-DEV_FEATURES = {"autoformer_small": REPO / "benchmarks" / "results" / "study_features_autoformer_small_ood_vit_nas.csv"}
+# same features: the preset -> that file's features. OoD-ViT-NAS sampled its 1,001 AutoFormer-S networks
+# uniformly from the space (641 of them scored); for AutoFormer-T, the 100 networks of the ViT-Bench-101 file
+# (the OoD-ViT-NAS AutoFormer-T file has only GPU estimates of the whole-network kernel, not the per-block
+# features). Scoring 200 random networks of each here would cost ~2 CPU-hours per preset.
+DEV_FEATURES = {
+    "autoformer_tiny": REPO / "benchmarks" / "results" / "study_features_vitbench101_autoformer_tiny_kd.csv",
+    "autoformer_small": REPO / "benchmarks" / "results" / "study_features_autoformer_small_ood_vit_nas.csv"}
 
 
 def dev_rows(space: str) -> dict[tuple[str, int], dict[str, float]]:
