@@ -47,10 +47,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.latency.cache import MeasurementCache, network_key  # noqa: E402
+from pipeline.latency.cache import MeasurementCache  # noqa: E402
 from pipeline.latency.predictor import LatencyPredictor  # noqa: E402
 from pipeline.latency.target import Target, device_name  # noqa: E402
-from pipeline.space import ArchSpec, SearchSpace  # noqa: E402
+from pipeline.space import SearchSpace  # noqa: E402
 from pipeline.utils.io import atomic_write_text  # noqa: E402
 
 START, END = "<!-- latency-budget:start -->", "<!-- latency-budget:end -->"

@@ -8,7 +8,6 @@ before its first generation); the ones in the prose also run as a tiny search th
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -65,7 +65,7 @@ def decide(path: Path, rounds: int = 300) -> tuple[str, list[str]]:
     spaces = [s for s in SPACES if s in agree.get("_n", {})]
     passing = [c for c in ELIGIBLE if c in tune and all(agree.get(c, {}).get(s, -1) >= THRESHOLD for s in spaces)]
     chosen = min(passing, key=lambda c: (round(tune[c][0], 3), -tune[c][1])) if passing else None
-    lines = [f"Size agreement: Kendall tau with log FLOPs over the networks of each preset (seeded random draws; "
+    lines = ["Size agreement: Kendall tau with log FLOPs over the networks of each preset (seeded random draws; "
              "AutoFormer-T: the ViT-Bench-101 file's, AutoFormer-S: the OoD-ViT-NAS file's; n = "
              + ", ".join(f"{s} {agree['_n'][s]}" for s in spaces) + f"); **bold** below {THRESHOLD}. Regret: mean over "
              "the budgets and columns of each dev file, then over the three files (accuracy points; tune: where the "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.errors import UserError
 
@@ -22,8 +22,11 @@ def item_key(arch_id: str, seed: int) -> str:
     return f"{arch_id}-s{seed}"
 
 
-def read_results(path: Path) -> dict[str, dict[str, Any]]:
-    """The finished lines by item key; call with the folder's lock held (it may drop a torn tail)."""
+def read_lines(path: Path, key_of: Callable[[dict[str, Any]], str], kind: str,
+               repeats: Callable[[dict[str, Any]], str]) -> dict[str, dict[str, Any]]:
+    """The finished lines of a shared JSON-lines log by item key (also the refine race's log); call with
+    the folder's lock held (it may drop a torn tail). ``key_of`` checks a line and names its item;
+    ``kind`` and ``repeats`` word the errors."""
     if not path.is_file():
         return {}
     data = path.read_bytes()
@@ -38,18 +41,27 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-            key = item_key(str(row["id"]), int(row["seed"]))
-            if "error" not in row:   # a diverged training is recorded without metrics
-                float(row["metrics"]["top1"])
-            row["arch"]["embed_dim"]
+            key = key_of(row)
         except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path}:{n} is not a ground-truth line ({type(e).__name__}: {e}); fix or remove "
+            raise UserError(f"{path}:{n} is not {kind} ({type(e).__name__}: {e}); fix or remove "
                             "that line, or choose another --run_name") from None
         if key in done:
-            raise UserError(f"{path}:{n} repeats architecture {row['id']} seed {row['seed']}; remove one of the "
-                            "two lines")
+            raise UserError(f"{path}:{n} repeats {repeats(row)}; remove one of the two lines")
         done[key] = row
     return done
+
+
+def _result_key(row: dict[str, Any]) -> str:
+    if "error" not in row:   # a diverged training is recorded without metrics
+        float(row["metrics"]["top1"])
+    row["arch"]["embed_dim"]
+    return item_key(str(row["id"]), int(row["seed"]))
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished lines by item key; call with the folder's lock held (it may drop a torn tail)."""
+    return read_lines(path, _result_key, "a ground-truth line",
+                      lambda row: f"architecture {row['id']} seed {row['seed']}")
 
 
 def append_result(path: Path, row: dict[str, Any]) -> None:

@@ -20,14 +20,12 @@ previous rung's checkpoint up to its epochs and scores the selection split once,
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from pipeline.errors import UserError
 from pipeline.refine.plan import Result, Rung, promote
 
 
@@ -37,32 +35,17 @@ def item_key(candidate: int, rung: int) -> str:
     return f"c{candidate}-r{rung}"
 
 
+def _line_key(row: dict[str, Any]) -> str:
+    float(row["top1"]), int(row["n_images"])
+    return item_key(int(row["candidate"]), int(row["rung"]))
+
+
 def read_log(path: Path) -> dict[str, dict[str, Any]]:
     """The finished trainings by item key; call with the folder's lock held (it may drop a torn tail)."""
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):   # a write cut short by a kill: not a finished training
-        data = data[: data.rfind(b"\n") + 1]
-        with open(path, "r+b") as f:
-            f.truncate(len(data))
-            os.fsync(f.fileno())
-    done: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            key = item_key(int(row["candidate"]), int(row["rung"]))
-            float(row["top1"]), int(row["n_images"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path}:{n} is not a line of a refine race ({type(e).__name__}: {e}); fix or remove that "
-                            "line, or choose another --run_name") from None
-        if key in done:
-            raise UserError(f"{path}:{n} repeats entrant {row['candidate']} in rung {row['rung']}; remove one of the "
-                            "two lines")
-        done[key] = row
-    return done
+    from pipeline.groundtruth.results import read_lines
+
+    return read_lines(path, _line_key, "a line of a refine race",
+                      lambda row: f"entrant {row['candidate']} in rung {row['rung']}")
 
 
 def append_line(path: Path, row: dict[str, Any]) -> None:
