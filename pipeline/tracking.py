@@ -93,8 +93,12 @@ def wandb_logger(cfg: dict[str, Any], run_dir: Path, job_type: str, name: Option
     from lightning.pytorch.loggers import WandbLogger
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    # (Lightning 2.6 passes anonymous=None to wandb.init, which wandb 0.31 answers with a deprecation
-    # warning; under WANDB_SILENT, set above unless the user chose otherwise, wandb keeps it in its log.)
+    import wandb
+
+    # Lightning 2.6 passes anonymous=None to wandb.init, which wandb 0.31 answers with a deprecation
+    # warning before it reads WANDB_SILENT; setting wandb up first (public API) applies WANDB_SILENT,
+    # set above unless the user chose otherwise, so the warning goes to wandb's log, not the terminal.
+    wandb.setup()
     return WandbLogger(project=w.get("project") or "pipeline", group=w.get("group"), name=name or run_dir.name,
                        save_dir=str(run_dir), job_type=job_type, config=cfg)
 
