@@ -85,15 +85,12 @@ class Claims:
     def release(self, item: str) -> None:
         self._path(item).unlink(missing_ok=True)
 
-    def prune(self, done) -> int:
+    def prune(self, done) -> None:
         """Remove the claims no live worker holds: those of finished items (a worker killed between
         appending its line and releasing its claim) and stale ones. Call under :meth:`lock`."""
-        removed = 0
         for path in self.dir.glob("*.json"):
             if path.stem in done or self.holder(path.stem) is None:
                 path.unlink(missing_ok=True)
-                removed += 1
-        return removed
 
     @contextlib.contextmanager
     def heartbeat(self, item: str) -> Iterator[None]:
