@@ -160,3 +160,17 @@ def record_handoff(loggers, run_dir: Path, produced: Optional[tuple[str, Path]] 
     if produced is not None:
         kind, path = produced
         run.log_artifact(handoff_artifact(kind, run.group, Path(path), run_dir))
+
+
+def finish_wandb(loggers) -> None:
+    """End the stage's W&B run (rank 0, after it logged) now, so its artifacts are written before the process exits.
+
+    Left to wandb's exit hook, a run whose process shares a W&B service started by its parent
+    (``refine``'s workers, any stage launched from a Python process that used wandb) can exit
+    before the service has written the run's last records, its artifacts among them.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.finish()

@@ -24,7 +24,7 @@ from pipeline.proxies.registry import unsupported_reason
 from pipeline.search.callback import ArchitectureSearch, check_probe_labels
 from pipeline.search.settings import parse_config
 from pipeline.space import Limits, SearchSpace
-from pipeline.tracking import wandb_logger
+from pipeline.tracking import finish_wandb, wandb_logger
 
 class _NothingToTrain(LightningModule):
     """Lets a Trainer run the search callback's setup hook without training anything."""
@@ -194,6 +194,7 @@ def run(cfg: dict[str, Any]) -> int:
             from pipeline.latency.costs import latency_line
 
             print(f"latency: {latency_line(search.latency_record)}")
+        finish_wandb(trainer.loggers)
     return 0
 
 

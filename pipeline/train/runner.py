@@ -173,7 +173,7 @@ def training_trainer(task: TrainingTask, cfg: dict[str, Any], run_dir: Path, cal
 def train(task: TrainingTask, cfg: dict[str, Any], callbacks: list) -> int:
     """Run one retraining of ``task`` with ``cfg``."""
     from pipeline.data import DataError
-    from pipeline.tracking import record_handoff
+    from pipeline.tracking import finish_wandb, record_handoff
 
     started = time.time()
     run_dir = Path(cfg["out_dir"]) / cfg["run_name"]
@@ -218,6 +218,7 @@ def train(task: TrainingTask, cfg: dict[str, Any], callbacks: list) -> int:
             atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
             consumed = task.consumed(cfg, choice)
             record_handoff(trainer.loggers, run_dir, produced=produced, consumed=consumed)
+            finish_wandb(trainer.loggers)
             if best:
                 lines.append(f"best checkpoint: {best}")
             if (run_dir / "last.ckpt").is_file():
