@@ -9,6 +9,13 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# pytest-xdist (`-n auto` in pyproject's addopts) runs one worker per core. Each worker takes its share
+# of the cores for torch, in-process and in the subprocesses its tests start, so the workers do not
+# oversubscribe the machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
 
 def under_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
