@@ -442,6 +442,27 @@ def test_cli_trains_and_writes_its_files(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_started_by_a_process_using_wandb_still_logs_its_artifact(tmp_path):
+    """A stage started from a process that already runs W&B (refine's workers, a sweep agent, a notebook)
+    shares that process's W&B service; the stage must write its artifact before it exits all the same
+    (it did not when wandb's exit hook ended the run: CI lost the artifact this way)."""
+    arch = write_spec(tmp_path / "arch.yaml", tiny_spec())
+    train = [sys.executable, "-m", "pipeline", "train", "--task", "cls", "--arch", arch, f"--out_dir={tmp_path}",
+             "--run_name=child", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+             "--trainer.limit_val_batches=2", "--data.batch_size=16", "--trainer.enable_progress_bar=false"]
+    run, seen = tmp_path / "child", tmp_path / "seen"
+    # the parent keeps its service alive and copies the stage's W&B log as it stands when the stage has exited
+    parent = ("import os, shutil, subprocess, sys, wandb; wandb.setup(); assert os.environ.get('WANDB_SERVICE'); "
+              f"code = subprocess.call({train!r}); "
+              f"shutil.copytree({str(run / 'wandb')!r}, {str(seen / 'wandb')!r}); sys.exit(code)")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    result = subprocess.run([sys.executable, "-c", parent], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**env, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert offline_artifact_has(seen, run / "model.pt", run / "model.pt2", run / "model.onnx")
+
+
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     (tmp_path / "arch.yaml").write_text("family: vit\n")
     result = run_cli("train", "--task", "cls", "--arch", str(tmp_path / "arch.yaml"), f"--out_dir={tmp_path}",
