@@ -241,16 +241,20 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
         verdict.append(f"* **The search's pick against the largest that fits: {d:+.2f} +- {se:.2f} points** (paired over "
                        f"{n} seeds; {sum(acc['pick'][s] > acc['largest'][s] for s in set(acc['pick']) & set(acc['largest']))}"
                        f" of them better).")
-    race_lines = []
+    race_lines, reported = [], set()
     for r in races:
-        name = f"refine-s{r['seed']}"
+        # the arm of this race's winner: refine-sK, or refine-sJ,sK when several races chose it
+        name = next((n for n in acc if n.startswith("refine-") and f"s{r['seed']}" in n[len("refine-"):].split(",")),
+                    f"refine-s{r['seed']}")
         race_lines.append(f"| {r['seed']} | `{r['spec'].short()}` | {r['epochs_trained']} | {r['full_retrains']:.2f} | "
                           f"{r['wall_s'] / 60:.1f} | {r['process_wall_min'] if r['process_wall_min'] is not None else '-'} |")
-        if name in acc and "largest" in acc:
+        if name in acc and "largest" in acc and name not in reported:
+            reported.add(name)
             d, se, n = paired(acc[name], acc["largest"])
             dp, sep, m = paired(acc[name], acc.get("pick", {}))
             goal = d >= 0.5 and se < 0.25 and n >= 5 and (not m or dp >= 0) and r["full_retrains"] <= 3
-            verdict.append(f"* **refine (seed {r['seed']}) against the largest that fits: {d:+.2f} +- {se:.2f} points** "
+            seeds_of = name[len("refine-"):].replace("s", "").replace(",", ", ")
+            verdict.append(f"* **refine (seed{'s' if ',' in name else ''} {seeds_of}) against the largest that fits: {d:+.2f} +- {se:.2f} points** "
                            f"(paired over {n} seeds); against the search's pick: {dp:+.2f} +- {sep:.2f} (n={m}); cost "
                            f"{r['full_retrains']:.2f} full retrains. Issue 29's goal (>= +0.5 with SE < 0.25 over >= 5 "
                            f"seeds, no worse than the pick, <= 3 retrains): **{'met' if goal else 'not met'}**.")
@@ -276,7 +280,7 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
            "* **refine-sK**: the winner of `python -m pipeline refine` (the demo race: the search's best networks of "
            "distinct sizes and the largest by params and by FLOPs, 8 in all, successive halving 8 -> 4 -> 2 -> 1 over "
            "7 / 14 / 28 epochs, ranked on 1,000 training images held out of its training; docs/refine.md) with refine "
-           "seed K.", "",
+           "seed K; **refine-sJ,sK** when races J and K chose the same network (retrained once).", "",
            *lines, "", *verdict, "", *race_lines, "",
            *(["**Which noise dominates a paired difference?** Training noise is the sd over seeds of the paired "
               "differences (the table's standard error is it / sqrt(n)); the validation sample adds, for every seed "
@@ -329,6 +333,11 @@ def main() -> None:
             continue
         summary = race(args.out, k, args.threads, args.smoke)
         races.append(summary)
+        earlier = next((n for n in nets if n.startswith("refine-") and nets[n] == summary["spec"]), None)
+        if earlier:   # an earlier race's winner: one arm (its runs are shared), named after every race that chose it
+            merged = f"{earlier},s{k}"
+            nets[merged], arch_of[merged] = nets.pop(earlier), arch_of.pop(earlier)
+            continue
         nets[name] = summary["spec"]
         from pipeline.groundtruth.sampling import arch_id
 
