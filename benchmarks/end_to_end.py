@@ -229,10 +229,12 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
         stats[name] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else math.nan, vals)
         params, macs = complexity(nets[name])
         d, se, n = paired(by_seed, acc.get("largest", {}))
-        versus = "-" if name == "largest" or not n else f"{d:+.2f} +- {se:.2f} (n={n})"
+        versus = ("-" if name == "largest" or not n else f"{d:+.2f} +- {se:.2f} (n={n})" if n > 1
+                  else f"{d:+.2f} (n=1)")
         lines.append(f"| {name} | `{nets[name].short()}` | {params / 1e6:.3f} M | {macs / 1e6:.1f} M | "
                      + " | ".join(f"{by_seed[s]:.2f}" if s in by_seed else "-" for s in seeds)
-                     + f" | **{stats[name][0]:.2f}** | {stats[name][1]:.2f} | {versus} |")
+                     + f" | **{stats[name][0]:.2f}** | {'-' if math.isnan(stats[name][1]) else f'{stats[name][1]:.2f}'}"
+                     + f" | {versus} |")
     print("\n".join(lines))
     done = sum(len(v) for v in acc.values())
     verdict = []
