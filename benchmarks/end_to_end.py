@@ -245,9 +245,8 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
                        f" of them better).")
     race_lines, reported = [], set()
     for r in races:
-        # the arm of this race's winner: refine-sK, or refine-sJ,sK when several races chose it
-        name = next((n for n in acc if n.startswith("refine-") and f"s{r['seed']}" in n[len("refine-"):].split(",")),
-                    f"refine-s{r['seed']}")
+        # the arm of this race's winner (refine-sK, or refine-sJ,sK when several races chose it)
+        name = next((n for n in acc if n.startswith("refine-") and nets[n] == r["spec"]), None)
         race_lines.append(f"| {r['seed']} | `{r['spec'].short()}` | {r['epochs_trained']} | {r['full_retrains']:.2f} | "
                           f"{r['wall_s'] / 60:.1f} | {r['process_wall_min'] if r['process_wall_min'] is not None else '-'} |")
         if name in acc and "largest" in acc and name not in reported:
@@ -255,8 +254,8 @@ def write_outputs(rows: list[dict], nets: dict[str, ArchSpec], seeds: list[int],
             d, se, n = paired(acc[name], acc["largest"])
             dp, sep, m = paired(acc[name], acc.get("pick", {}))
             goal = d >= 0.5 and se < 0.25 and n >= 5 and (not m or dp >= 0) and r["full_retrains"] <= 3
-            seeds_of = name[len("refine-"):].replace("s", "").replace(",", ", ")
-            verdict.append(f"* **refine (seed{'s' if ',' in name else ''} {seeds_of}) against the largest that fits: {d:+.2f} +- {se:.2f} points** "
+            chose = [str(x["seed"]) for x in races if x["spec"] == r["spec"]]
+            verdict.append(f"* **refine (seed{'s' if len(chose) > 1 else ''} {', '.join(chose)}) against the largest that fits: {d:+.2f} +- {se:.2f} points** "
                            f"(paired over {n} seeds); against the search's pick: {dp:+.2f} +- {sep:.2f} (n={m}); cost "
                            f"{r['full_retrains']:.2f} full retrains. Issue 29's goal (>= +0.5 with SE < 0.25 over >= 5 "
                            f"seeds, no worse than the pick, <= 3 retrains): **{'met' if goal else 'not met'}**.")
